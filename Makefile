@@ -1,0 +1,39 @@
+# opsgate — every target installs what it needs first (system packages, .venv, the package).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTHON ?= python3
+
+.PHONY: .venv test gate up lint typecheck unit clean-reports
+
+.venv: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: .venv
+	$(BIN)/ruff check src tests checks chaos load bench
+	$(BIN)/ruff format --check src tests checks chaos load bench
+
+typecheck: .venv
+	$(BIN)/mypy
+
+## make test: lint, types, then opsgate's own tests (real PostgreSQL, Redis, ...).
+test: lint typecheck
+	$(BIN)/pytest
+
+## make gate: the full gate against the embedded reference platform.
+gate: .venv
+	$(BIN)/opsgate gate
+
+## make up: run the reference platform locally until Ctrl-C.
+up: .venv
+	$(BIN)/opsgate up
+
+clean-reports:
+	find reports -mindepth 1 -maxdepth 1 ! -name README.md ! -name .gitignore -exec rm -rf {} +

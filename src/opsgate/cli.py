@@ -1,0 +1,131 @@
+"""The ``opsgate`` command: ``up``, ``gate`` and ``validate``.
+
+Exit codes: 0 pass, 1 a gate failed, 2 bad usage or target file, 3 error or inconclusive.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from opsgate.config import LOCAL_TARGET, TargetError, load_target
+from opsgate.environments.binaries import MissingBinary
+from opsgate.environments.launch import Launcher
+from opsgate.evidence.rundir import new_run_dir
+from opsgate.waits import WaitTimeout
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+# pytest's exit codes → opsgate's: failed tests fail the gate; an interrupted, broken or empty run
+# proves nothing, so it is an error, never a pass.
+PYTEST_TO_OPSGATE = {0: EXIT_PASS, 1: EXIT_FAIL, 2: EXIT_ERROR, 3: EXIT_ERROR, 4: EXIT_USAGE, 5: EXIT_ERROR}
+PYTEST_SETTINGS = [
+    "-p", "no:locust",
+    "-p", "no:cacheprovider",
+    "-o", "asyncio_mode=auto",
+    "-o", "asyncio_default_fixture_loop_scope=session",
+    "-o", "asyncio_default_test_loop_scope=session",
+]  # fmt: skip
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    """Print one line on stderr and exit."""
+    click.echo(f"opsgate: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="opsgate")
+def main() -> None:
+    """opsgate: executable runbooks — gates, alert checks, failure drills and SLO load."""
+
+
+@main.command()
+@click.argument("target_file", type=click.Path(path_type=Path))
+def validate(target_file: Path) -> None:
+    """Validate TARGET_FILE (with the current environment's variables)."""
+    try:
+        target = load_target(target_file)
+    except TargetError as exc:
+        fail(exc.message)
+    click.echo(f"{target_file}: ok ({target.name}, environment {target.environment}, provider {target.provider})")
+
+
+@main.command()
+@click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: embedded)")
+@click.option("--defects", default=None, help="defect switches for the reference platform, e.g. a,b")
+def up(target_file: Path | None, defects: str | None) -> None:
+    """Start the reference platform locally, print its addresses, and stop it on Ctrl-C."""
+    run_dir = new_run_dir()
+    try:
+        launcher = Launcher(target_file or LOCAL_TARGET, run_dir / "logs", defects=defects)
+    except TargetError as exc:
+        fail(exc.message)
+    if launcher.environment is None:
+        fail(f"target {launcher.target.name!r} has provider {launcher.target.provider}: nothing to start")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            provisioned = launcher.start()
+        except (MissingBinary, WaitTimeout, OSError) as exc:
+            fail(str(exc), EXIT_ERROR)
+        environment = provisioned.environment
+        assert environment is not None
+        click.echo(f"opsgate: reference platform up in {environment.started_in_s:.1f}s; logs in {run_dir / 'logs'}")
+        for name, address in environment.describe():
+            click.echo(f"  {name:<17} {address}")
+        click.echo(f"  {'tenant id':<17} {environment.tenant_id}")
+        click.echo(f"  {'credentials':<17} source {environment.write_credentials_file()}  (tokens, passwords)")
+        click.echo("Press Ctrl-C to stop.")
+        while not stop.wait(0.5):
+            pass
+    finally:
+        click.echo("opsgate: stopping the reference platform")
+        launcher.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@main.command()
+@click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: embedded)")
+@click.option("--only", default=None, help="comma-separated markers to run, e.g. smoke,health")
+def gate(target_file: Path | None, only: str | None) -> None:
+    """Run the pre-promotion gate and write evidence; exit 0 only if every gate passed."""
+    import pytest
+
+    path = target_file or LOCAL_TARGET
+    run_dir = new_run_dir()
+    try:
+        Launcher(path, run_dir / "logs")  # validates the target file before anything starts
+    except TargetError as exc:
+        fail(exc.message)
+    args = [
+        "--pyargs", "opsgate.suite",
+        "--target", str(path),
+        "--opsgate-run-dir", str(run_dir),
+        f"--junitxml={run_dir / 'junit.xml'}",
+        "-o", "junit_family=xunit1",
+        "-q", "-rfE",
+        *PYTEST_SETTINGS,
+    ]  # fmt: skip
+    if only:
+        args += ["-m", " or ".join(part.strip() for part in only.split(",") if part.strip())]
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    code = int(pytest.main(args))
+    verdict = PYTEST_TO_OPSGATE.get(code, EXIT_ERROR)
+    click.echo(f"opsgate: gate {'passed' if verdict == EXIT_PASS else 'did not pass'}; evidence in {run_dir}")
+    sys.exit(verdict)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,791 @@
+"""The target file: its schema, ``${VAR}`` interpolation, and one-line validation errors.
+
+A target file describes a running system for the suite to verify. :func:`load_target` reads one,
+interpolates environment variables into its string values and validates it into a frozen
+:class:`Target`; any problem becomes a :class:`TargetError` whose message names the file, the
+field, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import types
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeGuard, Union, get_args, get_origin
+from urllib.parse import unquote, urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+__all__ = [
+    "LOCAL_TARGET",
+    "Auth",
+    "CommandControl",
+    "Control",
+    "Datastores",
+    "Duration",
+    "Expect",
+    "HealthCheck",
+    "Metrics",
+    "PlatformSpec",
+    "Postgres",
+    "ProcessControl",
+    "QueueSpec",
+    "RedisStore",
+    "Service",
+    "Target",
+    "TargetError",
+    "load_target",
+    "parse_duration",
+    "parse_target",
+]
+
+LOCAL_TARGET = Path(__file__).with_name("targets") / "local.yaml"
+"""The bundled target file of the reference platform (package data)."""
+
+
+class TargetError(Exception):
+    """A target file that cannot be used; ``message`` is one line, ready to print as is.
+
+    Shape: ``<file>: <field path>: <what was expected>, got <actual repr>``. ``file`` is the file
+    as given and ``field`` the field path (``None`` for problems with the whole file).
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None) -> None:
+        self.message = " ".join(message.split("\n"))
+        self.file = file
+        self.field = field
+        super().__init__(self.message)
+
+
+def _error(file: str, problem: str, *, field: str | None = None) -> TargetError:
+    where = f"{file}: {field}: " if field else f"{file}: "
+    return TargetError(where + problem, file=file, field=field)
+
+
+class _FieldProblem(ValueError):
+    """A validator's complaint: expected vs got, optionally about a part below the validated field."""
+
+    def __init__(self, expected: str, got: object, *, at: tuple[str | int, ...] = ()) -> None:
+        self.expected = expected
+        self.got = got
+        self.at = at
+        super().__init__(f"expected {expected}, got {_show(got)}")
+
+
+def _show(value: object, secrets: Sequence[str] = ()) -> str:
+    """A short repr for messages: ``secrets`` and URL passwords masked, long values cut."""
+    text = repr(value)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_URL_PASSWORD = re.compile(r"(://[^/\s:@'\"]*:)[^@/\s'\"]+@")
+
+
+# --- durations and numbers --------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in a duration written like ``250ms``, ``30s``, ``1.5s``, ``5m``, ``1h`` or ``7d``.
+
+    Bare numbers, spelled-out units and negative values raise :class:`ValueError` whose text is
+    ``expected a duration like '5m', got <value>``.
+    """
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise _FieldProblem("a duration like '5m'", value)
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise _FieldProblem("a duration > 0 like '5s'", value)
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""A duration in seconds, written in the file like ``30s`` or ``5m`` (never a bare number)."""
+
+_PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
+
+_INTEGER_TEXT = re.compile(r"[+-]?\d+")
+
+
+def _bounds_text(gt: float | None, ge: float | None, le: float | None) -> str:
+    parts = [f"{op} {_number_text(bound)}" for op, bound in ((">", gt), (">=", ge), ("<=", le)) if bound is not None]
+    return " and ".join(parts)
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _number(
+    kind: type[int] | type[float], *, gt: float | None = None, ge: float | None = None, le: float | None = None
+) -> BeforeValidator:
+    """A validator for a number within bounds; numeric strings (from ``${VAR}``) are accepted."""
+    noun = "an integer" if kind is int else "a number"
+    bounds = _bounds_text(gt, ge, le)
+
+    def check(value: object) -> float:
+        number: float
+        if isinstance(value, bool):
+            raise _FieldProblem(noun, value)
+        if isinstance(value, int) or (isinstance(value, float) and kind is float and math.isfinite(value)):
+            number = value
+        elif isinstance(value, str) and _INTEGER_TEXT.fullmatch(value.strip()):
+            number = int(value)
+        elif isinstance(value, str) and kind is float:
+            try:
+                number = float(value)
+            except ValueError:
+                raise _FieldProblem(noun, value) from None
+            if not math.isfinite(number):
+                raise _FieldProblem(noun, value)
+        else:
+            raise _FieldProblem(noun, value)
+        if (
+            (gt is not None and not number > gt)
+            or (ge is not None and not number >= ge)
+            or (le is not None and not number <= le)
+        ):
+            raise _FieldProblem(f"{noun} {bounds}", value)
+        return number
+
+    return BeforeValidator(check)
+
+
+# --- strings ----------------------------------------------------------------------------------
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise _FieldProblem("a non-empty string", value)
+    return value
+
+
+def _scheme(*schemes: str) -> AfterValidator:
+    """A validator for a URL that must start with one of ``schemes`` (``http://`` ...)."""
+    prefixes = tuple(f"{scheme}://" for scheme in schemes)
+    wanted = " or ".join(prefixes)
+
+    def check(value: str) -> str:
+        if not value.startswith(prefixes) or len(value) == len(value.split("://", 1)[0]) + 3:
+            raise _FieldProblem(f"a URL starting with {wanted}", value)
+        return value
+
+    return AfterValidator(check)
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.fullmatch(value):
+        raise _FieldProblem("an environment variable name like 'API_TOKEN'", value)
+    return value
+
+
+def _claim_id(value: str) -> str:
+    if not value or any(ch.isspace() for ch in value):
+        raise _FieldProblem("a claim id like 'seed-004.health.api-liveness'", value)
+    return value
+
+
+def _empty_to_none(value: object) -> object:
+    """``${VAR:-}`` left empty means the optional setting is absent."""
+    return None if value == "" else value
+
+
+def _url_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise _FieldProblem("a path starting with '/'", value)
+    return value
+
+
+_Name = Annotated[str, AfterValidator(_non_empty)]
+_HttpUrl = Annotated[str, _scheme("http", "https")]
+_OptionalHttpUrl = Annotated[_HttpUrl | None, BeforeValidator(_empty_to_none)]
+_OptionalStr = Annotated[str | None, BeforeValidator(_empty_to_none)]
+_ClaimId = Annotated[str, AfterValidator(_claim_id)]
+
+
+# --- the schema -------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlatformSpec(_Section):
+    """Settings of the bundled reference platform; ignored for any other system."""
+
+    workers: Annotated[int, _number(int, ge=1)] = 1
+    """Worker replicas the local environment starts."""
+    defects: list[str] = []
+    """Names of planted defects to switch on (see ``opsgate.reference.defects``)."""
+
+
+# The file says ``json:``; the field keeps that name although it hides BaseModel.json (a
+# deprecated v1 method), so the class is built with pydantic's shadowing warning silenced.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "json"', category=UserWarning)
+
+    class Expect(_Section):
+        """What a health check's response must show."""
+
+        status: Annotated[int, _number(int, ge=100, le=599)] = 200
+        """The exact HTTP status."""
+        json: dict[str, Any] | None = None  # type: ignore[assignment]
+        """A subset the JSON body must contain (mappings by subset, other values by equality)."""
+        max_latency_ms: Annotated[float, _number(float, gt=0)] | None = None
+        """Slowest acceptable response, in milliseconds."""
+        headers: dict[str, str] | None = None
+        """Headers the response must carry with these exact values."""
+
+
+class HealthCheck(_Section):
+    """One HTTP request to a service and the response it must get."""
+
+    path: Annotated[str, AfterValidator(_url_path)]
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    expect: Expect = Expect()
+    timeout: _PositiveDuration = 5.0
+    """Seconds before the request counts as failed."""
+    claim: _ClaimId | None = None
+
+
+class ProcessControl(_Section):
+    """The environment (local processes or containers) owns the service's process."""
+
+    kind: Literal["process"]
+
+
+class CommandControl(_Section):
+    """Shell commands that read, stop and start the service (e.g. kubectl on staging)."""
+
+    kind: Literal["command"]
+    read: str | None = None
+    """Prints the current state (e.g. the replica count) so the drill can record it."""
+    stop: Annotated[str, AfterValidator(_non_empty)]
+    start: Annotated[str, AfterValidator(_non_empty)]
+    timeout: _PositiveDuration = 60.0
+    """Seconds each command may run."""
+
+
+Control = Annotated[ProcessControl | CommandControl, Field(discriminator="kind")]
+"""How a service is stopped and started, chosen by ``kind``."""
+
+
+class Service(_Section):
+    """An HTTP service of the target: where it answers, its health checks, how to control it."""
+
+    url: _HttpUrl
+    health: list[HealthCheck] = []
+    control: Control | None = None
+
+
+class Postgres(_Section):
+    """The PostgreSQL database."""
+
+    dsn: Annotated[str, _scheme("postgresql", "postgres")]
+    max_pool_ratio: Annotated[float, _number(float, gt=0, le=1)] = 0.8
+    """Share of ``max_connections`` in use above which the pool counts as exhausted."""
+
+
+class RedisStore(_Section):
+    """The Redis server (queues live there)."""
+
+    url: Annotated[str, _scheme("redis", "rediss")]
+
+
+class Datastores(_Section):
+    """The datastores the target depends on."""
+
+    postgres: Postgres | None = None
+    redis: RedisStore | None = None
+
+
+class QueueSpec(_Section):
+    """A job queue whose depth is watched."""
+
+    name: _Name
+    layout: Literal["bullmq", "bull", "celery", "rq"]
+    """The key layout in Redis, which decides how depth is read."""
+    redis: Literal["redis"] = "redis"
+    """The datastore holding the queue (``datastores.redis``)."""
+    prefix: str | None = None
+    """Key prefix, when not the layout's default (e.g. ``bull`` for BullMQ and Bull)."""
+    max_waiting: Annotated[int, _number(int, ge=0)] | None = None
+    """Healthy while fewer than this many jobs wait (runbook wording: "queue depth < 100")."""
+    claim: _ClaimId | None = None
+
+
+class Metrics(_Section):
+    """Where metrics are read."""
+
+    scrape: list[_HttpUrl] = []
+    """Prometheus exposition endpoints read directly (``/metrics``)."""
+    prometheus: _OptionalHttpUrl = None
+    """A Prometheus server's base URL for PromQL; an empty value means none."""
+
+
+class Auth(_Section):
+    """Credentials synthetic checks use; empty values mean absent."""
+
+    tenant_id: _OptionalStr = None
+    api_token: _OptionalStr = None
+    service_user: _OptionalStr = None
+    service_password: _OptionalStr = None
+
+
+class Target(_Section):
+    """A parsed target file: the system to verify, as validated data.
+
+    Build one with :func:`load_target`, which also records :attr:`source` and the values of the
+    environment variables named in ``secrets``.
+    """
+
+    name: _Name
+    environment: Literal["local", "staging", "production"]
+    """The environment class the guards read (destructive drills refuse ``production``)."""
+    provider: Literal["local", "containers", "external"] = "external"
+    """How the target comes to exist; ``external`` means already running, nothing is started."""
+    time_scale: Annotated[float, _number(float, gt=0, le=1)] = 1.0
+    """Factor applied to every window, ``for:`` duration and deadline (1.0 = real time)."""
+    secrets: list[Annotated[str, AfterValidator(_env_name)]] = []
+    """Names of environment variables whose values are secrets."""
+    platform: PlatformSpec | None = None
+    services: dict[str, Service] = {}
+    datastores: Datastores = Datastores()
+    queues: list[QueueSpec] = []
+    metrics: Metrics = Metrics()
+    auth: Auth | None = None
+
+    _source: Path | None = PrivateAttr(default=None)
+    _secret_env_values: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @field_validator("queues")
+    @classmethod
+    def _unique_queue_names(cls, queues: list[QueueSpec]) -> list[QueueSpec]:
+        first_index: dict[str, int] = {}
+        for index, queue in enumerate(queues):
+            if queue.name in first_index:
+                raise _FieldProblem(
+                    f"a queue name not used before (queues[{first_index[queue.name]}] has it)",
+                    queue.name,
+                    at=(index, "name"),
+                )
+            first_index[queue.name] = index
+        return queues
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Target:
+        for index, queue in enumerate(self.queues):
+            if queue.redis == "redis" and self.datastores.redis is None:
+                raise _FieldProblem(
+                    "a configured datastore (datastores.redis is not set)", queue.redis, at=("queues", index, "redis")
+                )
+        if self.provider == "external":
+            for name, service in self.services.items():
+                if isinstance(service.control, ProcessControl):
+                    raise _FieldProblem(
+                        "'command' with provider 'external' (no process of ours to control)",
+                        "process",
+                        at=("services", name, "control", "process", "kind"),
+                    )
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        """The file this target was loaded from, if any."""
+        return self._source
+
+    def scaled(self, seconds: float) -> float:
+        """``seconds`` (a window, ``for:`` duration or deadline) compressed by ``time_scale``."""
+        return seconds * self.time_scale
+
+    @property
+    def secret_values(self) -> frozenset[str]:
+        """Every secret string to redact, non-empty only.
+
+        The values the variables named in ``secrets`` had at load time, the password of every URL
+        and DSN in the file (as written and percent-decoded), ``auth.api_token`` and
+        ``auth.service_password``.
+        """
+        values = set(self._secret_env_values)
+        for url in self._urls():
+            values.update(_url_passwords(url))
+        if self.auth is not None:
+            values.update(v for v in (self.auth.api_token, self.auth.service_password) if v)
+        return frozenset(v for v in values if v)
+
+    def _urls(self) -> Iterator[str]:
+        yield from (service.url for service in self.services.values())
+        if self.datastores.postgres is not None:
+            yield self.datastores.postgres.dsn
+        if self.datastores.redis is not None:
+            yield self.datastores.redis.url
+        yield from self.metrics.scrape
+        if self.metrics.prometheus is not None:
+            yield self.metrics.prometheus
+
+
+def _url_passwords(url: str) -> set[str]:
+    """The password in a URL's userinfo, as written and percent-decoded."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return set()
+    return {password, unquote(password)} - {""} if password else set()
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load_target(path: str | Path, environ: Mapping[str, str] | None = None) -> Target:
+    """Read, interpolate and validate the target file at ``path``; raises :class:`TargetError`.
+
+    ``environ`` (default ``os.environ``) supplies ``${VAR}`` and ``${VAR:-default}``; ``$${`` is a
+    literal ``${``. The file is shown in messages as given.
+    """
+    shown = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _error(shown, "file not found") from None
+    except UnicodeDecodeError as exc:
+        raise _error(shown, f"expected UTF-8 text, got an undecodable byte at offset {exc.start}") from None
+    except OSError as exc:
+        raise _error(shown, f"cannot read the file: {exc.strerror or exc}") from None
+    target = parse_target(text, source=shown, environ=environ)
+    target._source = Path(path)
+    return target
+
+
+def parse_target(text: str, *, source: str = "<target>", environ: Mapping[str, str] | None = None) -> Target:
+    """Like :func:`load_target` for YAML already in memory; ``source`` names it in messages."""
+    env = os.environ if environ is None else environ
+    data = _read_yaml(text, source)
+    if data is None:
+        raise _error(source, "expected a mapping at the top level, got nothing (the file is empty)")
+    if not isinstance(data, dict):
+        raise _error(source, f"expected a mapping at the top level, got {_kind(data)}")
+    secret_names = _secret_names(data)
+    interpolated = _interpolate_all(data, env, source, secret_names)
+    try:
+        target = Target.model_validate(interpolated)
+    except ValidationError as exc:
+        raise _target_error(exc, interpolated, source, env, secret_names) from None
+    target._secret_env_values = frozenset(env[name] for name in target.secrets if env.get(name))
+    return target
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"a string {_show(value)}"
+    return _show(value)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key repeated in one mapping (a silent override otherwise)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(text: str, source: str) -> object:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        reason = exc.problem or exc.context or "unreadable"
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise _error(source, f"{where}invalid YAML: {reason}") from None
+    except yaml.YAMLError as exc:
+        raise _error(source, f"invalid YAML: {exc}") from None
+
+
+# --- interpolation ----------------------------------------------------------------------------
+
+_REFERENCE = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\{")
+
+
+class _BadReference(Exception):
+    """A ``${...}`` that cannot be resolved; ``got`` is the value to show after the problem, if any."""
+
+    def __init__(self, problem: str, got: str | None = None) -> None:
+        self.problem = problem
+        self.got = got
+
+
+def _interpolate(value: str, environ: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` (default when unset or empty); ``$${`` stays ``${``."""
+
+    def replace(match: re.Match[str]) -> str:
+        whole = match.group(0)
+        if whole == "$${":
+            return "${"
+        name = match.group("name")
+        if name is None:
+            raise _BadReference("expected '${NAME}' or '${NAME:-default}' (write '$${' for a literal '${')", value)
+        default = match.group("default")
+        found = environ.get(name)
+        if default is not None:
+            return found if found else default
+        if found is None:
+            raise _BadReference(f"environment variable {name} is not set (export it or remove the reference)")
+        return found
+
+    return _REFERENCE.sub(replace, value)
+
+
+def _walk_strings(value: object) -> Iterator[str]:
+    """Every string value in parsed YAML."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _walk_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _walk_strings(item)
+
+
+def _interpolate_all(
+    data: dict[Any, Any], environ: Mapping[str, str], source: str, secret_names: Sequence[str]
+) -> dict[Any, Any]:
+    problems: list[tuple[str, _BadReference]] = []
+
+    def convert(value: object, path: tuple[str | int, ...]) -> object:
+        if isinstance(value, str):
+            try:
+                return _interpolate(value, environ)
+            except _BadReference as bad:
+                problems.append((_render_raw_path(path), bad))
+                return value
+        if isinstance(value, dict):
+            return {key: convert(item, (*path, key)) for key, item in value.items()}
+        if isinstance(value, list):
+            return [convert(item, (*path, index)) for index, item in enumerate(value)]
+        return value
+
+    result = convert(data, ())
+    assert isinstance(result, dict)
+    if problems:
+        field, bad = problems[0]
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        got = "" if bad.got is None else f", got {_show(bad.got, _secrets_in(data, environ, secret_names))}"
+        raise _error(source, bad.problem + got + more, field=field)
+    return result
+
+
+def _render_raw_path(path: Sequence[object]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+_EXPECTED_BY_TYPE = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+}
+
+
+def _target_error(
+    exc: ValidationError, data: object, source: str, environ: Mapping[str, str], secret_names: Sequence[str]
+) -> TargetError:
+    errors = exc.errors(include_url=False)
+    secrets = _secrets_in(data, environ, secret_names)
+    field, problem = _describe(errors[0], lambda value: _show(value, secrets))
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return _error(source, problem + more, field=field or None)
+
+
+def _describe(error: ErrorDetails, show: Callable[[object], str]) -> tuple[str, str]:
+    """The field path and the ``expected ..., got ...`` text of one pydantic error."""
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    loc = tuple(error["loc"])
+    cause = ctx.get("error")
+    if isinstance(cause, _FieldProblem):
+        loc += cause.at
+    path, model, annotation = _resolve(loc)
+    got = show(error["input"])
+    if isinstance(cause, _FieldProblem):
+        return path, f"expected {cause.expected}, got {show(cause.got)}"
+    if isinstance(cause, ValueError):
+        return path, str(cause)
+    if kind == "missing":
+        literal = _literal_text(annotation)
+        return path, "missing required field" + (f" (expected {literal})" if literal else "")
+    if kind == "extra_forbidden":
+        return path, _unknown_field(str(loc[-1]), model)
+    if kind == "literal_error":
+        return path, f"expected {ctx.get('expected')}, got {got}"
+    if kind == "union_tag_invalid":
+        tags = str(ctx.get("expected_tags", "")).replace("', '", "' or '")
+        return _join(path, "kind"), f"expected {tags}, got {show(ctx.get('tag'))}"
+    if kind == "union_tag_not_found":
+        return _join(path, "kind"), "missing required field (it picks the variant)"
+    if kind in _EXPECTED_BY_TYPE:
+        return path, f"expected {_EXPECTED_BY_TYPE[kind]}, got {got}"
+    message = error["msg"]
+    return path, f"{message[0].lower()}{message[1:]}, got {got}"
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _unknown_field(name: str, model: type[BaseModel] | None) -> str:
+    if model is None:
+        return "unknown field"
+    known = [field.alias or key for key, field in model.model_fields.items()]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown field (did you mean {close[0]!r}?)"
+    return f"unknown field (expected one of: {', '.join(known)})"
+
+
+def _literal_text(annotation: object) -> str | None:
+    annotation = _unwrap(annotation)
+    if get_origin(annotation) is Literal:
+        names = [repr(arg) for arg in get_args(annotation)]
+        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return None
+
+
+def _unwrap(annotation: object) -> object:
+    """Strip ``Annotated`` and ``| None`` until a model, container, literal or real union is left."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin is Union or origin is types.UnionType:
+            members = [arg for arg in get_args(annotation) if arg is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _is_model(annotation: object) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _variant(union: object, tag: object) -> object:
+    for member in get_args(union):
+        member = _unwrap(member)
+        kind = member.model_fields.get("kind") if _is_model(member) else None
+        if kind is not None and tag in get_args(kind.annotation):
+            return member
+    return None
+
+
+def _resolve(loc: tuple[str | int, ...]) -> tuple[str, type[BaseModel] | None, object]:
+    """Render ``loc`` as ``a.b[0].c`` (dropping union tags); the last model met and the field's type."""
+    path = ""
+    annotation: object = Target
+    model: type[BaseModel] | None = None
+    for part in loc:
+        annotation = _unwrap(annotation)
+        origin = get_origin(annotation)
+        if origin is Union or origin is types.UnionType:
+            variant = _variant(annotation, part)
+            if variant is not None:  # pydantic puts a discriminated union's tag in loc: not a field
+                annotation = variant
+                continue
+        if part == "[key]":
+            continue
+        path += f"[{part}]" if isinstance(part, int) and origin is not dict else f".{part}"
+        if _is_model(annotation):
+            model = annotation
+            annotation = _model_field_type(model, str(part))
+        elif origin is dict:
+            annotation = get_args(annotation)[1]
+        elif origin is list:
+            annotation = get_args(annotation)[0]
+        else:
+            annotation = None
+    return path.lstrip("."), model, annotation
+
+
+def _model_field_type(model: type[BaseModel], name: str) -> object:
+    for key, field in model.model_fields.items():
+        if name in (key, field.alias):
+            return field.annotation
+    return None
+
+
+# --- redaction of error messages --------------------------------------------------------------
+
+
+def _secret_names(data: dict[Any, Any]) -> list[str]:
+    names = data.get("secrets")
+    return [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
+
+
+def _secrets_in(data: object, environ: Mapping[str, str], secret_names: Sequence[str]) -> list[str]:
+    """Strings to mask in a value shown by an error: listed variables' values and URL passwords.
+
+    URL passwords shorter than 4 characters are left to the URL-shaped masking in :func:`_show`
+    (replacing them everywhere would garble the message).
+    """
+    secrets = {environ[name] for name in secret_names if environ.get(name)}
+    for value in _walk_strings(data):
+        if "://" in value:
+            secrets.update(p for p in _url_passwords(value) if len(p) >= 4)
+    return sorted(secrets, key=len, reverse=True)

@@ -1,0 +1,64 @@
+"""Make a target exist: start the local environment for ``provider: local``, or use what is running."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from opsgate.config import Target, load_target
+from opsgate.environments.local import LocalEnvironment
+
+
+@dataclass
+class Provisioned:
+    """A target ready to be checked, and the local environment behind it when opsgate started one."""
+
+    target: Target
+    environment: LocalEnvironment | None
+
+
+class Launcher:
+    """Loads a target file and, for a local target, prepares (ports, secrets) and starts its environment."""
+
+    def __init__(self, target_path: Path, log_dir: Path, *, defects: str | None = None) -> None:
+        self.target_path = target_path
+        self.environment: LocalEnvironment | None = None
+        self.target = self._load_first(log_dir, defects)
+
+    def _load_first(self, log_dir: Path, defects: str | None) -> Target:
+        environment = LocalEnvironment(log_dir, defects=defects)
+        target = load_target(self.target_path, {**os.environ, **environment.environ()})
+        if target.provider != "local":
+            return load_target(self.target_path, os.environ)
+        environment.workers = target.platform.workers if target.platform else 1
+        environment.time_scale = target.time_scale
+        if target.platform and target.platform.defects and defects is None:
+            environment.defects = ",".join(target.platform.defects)
+        self.environment = environment
+        return target
+
+    def start(self) -> Provisioned:
+        """Start the local environment (if any) and return the target with its final addresses."""
+        if self.environment is None:
+            return Provisioned(self.target, None)
+        self.environment.start()
+        self.target = load_target(self.target_path, {**os.environ, **self.environment.environ()})
+        return Provisioned(self.target, self.environment)
+
+    def stop(self) -> None:
+        """Stop whatever :meth:`start` started."""
+        if self.environment is not None:
+            self.environment.stop()
+
+
+@contextmanager
+def provision(target_path: Path, log_dir: Path, *, defects: str | None = None) -> Iterator[Provisioned]:
+    """Context manager around :class:`Launcher`: started on entry, stopped on every exit path."""
+    launcher = Launcher(target_path, log_dir, defects=defects)
+    try:
+        yield launcher.start()
+    finally:
+        launcher.stop()

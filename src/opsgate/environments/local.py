@@ -1,0 +1,526 @@
+"""The local environment: the reference platform and its dependencies as child processes on 127.0.0.1.
+
+Starts PostgreSQL (initdb into a temp dir, fsync off), redis-server (AOF on, so a restart keeps
+queued jobs), the provider sandbox, the api and the worker(s) on free ports below the ephemeral
+range; waits until each is ready; captures each log; and stops exactly what it started, by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+import psycopg
+import redis
+
+from opsgate.environments import binaries
+from opsgate.environments.ports import PortAllocator
+from opsgate.environments.process import ManagedProcess
+from opsgate.reference.db import DEMO_TENANTS
+from opsgate.waits import wait_until
+
+DATABASE = "platform"
+DB_USER = "opsgate"
+READY_TIMEOUT_S = 60.0
+PORT_RETRIES = 3
+
+
+class LocalEnvironmentError(Exception):
+    """The local environment could not start; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Secrets generated for one local run; none of them is ever written to a report."""
+
+    db_password: str
+    redis_password: str
+    api_token: str
+    api_token_2: str
+    service_user: str
+    service_password: str
+    billing_webhook_secret: str
+    provider_webhook_secret: str
+    provider_api_key: str
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        """Fresh random credentials."""
+
+        def token(prefix: str) -> str:
+            return prefix + secrets.token_urlsafe(24)
+
+        return cls(
+            db_password=token("pg-"),
+            redis_password=token("rd-"),
+            api_token=token("tok_"),
+            api_token_2=token("tok_"),
+            service_user="ops-bot",
+            service_password=token("pw-"),
+            billing_webhook_secret=token("whsec_"),
+            provider_webhook_secret=token("pwsec_"),
+            provider_api_key=token("pk_"),
+        )
+
+
+@dataclass
+class Ports:
+    """The port of every service of one local environment."""
+
+    postgres: int
+    redis: int
+    provider: int
+    api: int
+    workers: list[int]
+
+
+@dataclass
+class LocalEnvironment:
+    """Start, control and stop the reference platform locally. Use as a context manager."""
+
+    log_dir: Path
+    workers: int = 1
+    time_scale: float = 1.0
+    defects: str | None = None
+    backup_interval_s: float | None = None
+    ports_from: PortAllocator = field(default_factory=PortAllocator)
+    credentials: Credentials = field(default_factory=Credentials.generate)
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    started_in_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        pick = self.ports_from.pick
+        self.ports = Ports(pick(), pick(), pick(), pick(), [pick() for _ in range(self.workers)])
+        self.root: Path | None = None
+        self._recipes: dict[str, tuple[Callable[[], ManagedProcess], Callable[[], bool | None]]] = {}
+
+    # --- addresses ------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.api}"
+
+    @property
+    def provider_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.provider}"
+
+    @property
+    def worker_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports.workers]
+
+    @property
+    def database_url(self) -> str:
+        c = self.credentials
+        return f"postgresql://{DB_USER}:{c.db_password}@127.0.0.1:{self.ports.postgres}/{DATABASE}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://:{self.credentials.redis_password}@127.0.0.1:{self.ports.redis}/0"
+
+    @property
+    def tenant_id(self) -> str:
+        """The demo tenant the target's auth uses (seed 001's tenant id)."""
+        return str(DEMO_TENANTS[0]["id"])
+
+    def environ(self) -> dict[str, str]:
+        """The variables ``targets/local.yaml`` interpolates."""
+        c = self.credentials
+        return {
+            "API_URL": self.api_url,
+            "WORKER_URL": self.worker_urls[0],
+            "PROVIDER_URL": self.provider_url,
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "API_TOKEN": c.api_token,
+            "TENANT_ID": self.tenant_id,
+            "SERVICE_USER": c.service_user,
+            "SERVICE_PASSWORD": c.service_password,
+            "BILLING_WEBHOOK_SECRET": c.billing_webhook_secret,
+            "PROVIDER_WEBHOOK_SECRET": c.provider_webhook_secret,
+            "PROVIDER_API_KEY": c.provider_api_key,
+        }
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(name, address) of every service, for ``opsgate up``; passwords in DSNs are masked."""
+        c = self.credentials
+        rows = [("api", self.api_url)]
+        rows += [(f"worker-{i + 1}", url) for i, url in enumerate(self.worker_urls)]
+        rows += [
+            ("provider sandbox", self.provider_url),
+            ("postgres", self.database_url.replace(c.db_password, "***")),
+            ("redis", self.redis_url.replace(c.redis_password, "***")),
+        ]
+        return rows
+
+    def write_credentials_file(self) -> Path:
+        """Write the target's variables (secrets included) to a 0600 env file outside ``reports/``."""
+        assert self.root is not None, "start the environment first"
+        path = self.root / "credentials.env"
+        path.touch(mode=0o600)
+        path.write_text("".join(f"export {k}='{v}'\n" for k, v in self.environ().items()))
+        return path
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start everything and wait until each part is ready; on any failure stop what was started."""
+        started = time.monotonic()
+        pg_bin = binaries.postgres_bin_dir()
+        redis_bin = binaries.redis_server()
+        self._recipes |= {
+            "postgres": (partial(self._postgres_process, pg_bin), self._postgres_ready),
+            "redis": (partial(self._redis_process, redis_bin), self._redis_ready),
+            "provider": (self._provider_process, self._http_ready("provider")),
+            "api": (self._api_process, self._http_ready("api")),
+        }
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="opsgate-local-"))
+        self.root.chmod(0o755)
+        try:
+            # Redis and the sandbox boot while initdb runs; the platform needs PostgreSQL's database.
+            self._spawn("redis")
+            self._spawn("provider")
+            self._init_postgres(pg_bin)
+            self.start_service("postgres")
+            self._create_database()
+            self._wait_ready("redis")
+            self._wait_ready("provider")
+            self.start_platform()
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in_s = time.monotonic() - started
+
+    def start_platform(self) -> None:
+        """Start the api and the worker(s) (dependencies must be up) and wait until they are ready."""
+        while len(self.ports.workers) < self.workers:
+            self.ports.workers.append(self.ports_from.pick())
+        names = ["api"] + [f"worker-{i + 1}" for i in range(self.workers)]
+        for index in range(self.workers):
+            self._recipes[names[index + 1]] = (partial(self._worker_process, index), self._http_ready(names[index + 1]))
+        for name in names:
+            self._spawn(name)
+        for name in names:
+            self._wait_ready(name)
+        self._write_process_list()
+
+    def start_service(self, name: str) -> None:
+        """Start one service (``postgres``, ``redis``, ``provider``, ``api``, ``worker-N``) and wait for it."""
+        if name in self.processes and self.processes[name].is_running():
+            raise LocalEnvironmentError(f"{name} is already running (pid {self.processes[name].pid})")
+        self._spawn(name)
+        self._wait_ready(name)
+        self._write_process_list()
+
+    def stop_service(self, name: str, *, timeout_s: float = 10.0) -> int | None:
+        """Stop one service gracefully (by PID); returns its exit code."""
+        process = self.processes.pop(name, None)
+        code = process.stop(timeout_s) if process else None
+        self._write_process_list()
+        return code
+
+    def stop_platform(self) -> None:
+        """Stop the worker(s) and the api (gracefully, then by force)."""
+        for name in [n for n in self.processes if n.startswith("worker-")] + ["api"]:
+            if name in self.processes:
+                self.processes.pop(name).stop()
+
+    def restart_platform(self, *, defects: str | None = None, backup_interval_s: float | None = None) -> None:
+        """Restart only the api and worker(s) on the same ports, e.g. with another defect set."""
+        self.stop_platform()
+        self.defects = defects
+        if backup_interval_s is not None:
+            self.backup_interval_s = backup_interval_s
+        self.start_platform()
+
+    def stop(self) -> None:
+        """Stop every process this environment started, in reverse dependency order, and clean up."""
+        self.stop_platform()
+        for name in ("provider", "redis", "postgres"):
+            if name in self.processes:
+                self.processes.pop(name).stop()
+        for leftover in list(self.processes):
+            self.processes.pop(leftover).stop()
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+        self._write_process_list()
+
+    def running_pids(self) -> dict[str, int]:
+        """PID of every process still running."""
+        return {name: p.pid for name, p in self.processes.items() if p.is_running() and p.pid is not None}
+
+    # --- process definitions ----------------------------------------------------------------
+
+    def _pg_user(self) -> str | None:
+        """PostgreSQL refuses to run as root: run it as the ``postgres`` system user then."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise LocalEnvironmentError(
+                "running as root, PostgreSQL needs an unprivileged user: install the Debian package postgresql"
+                " (it creates the 'postgres' user) or run opsgate as a normal user"
+            ) from None
+        return "postgres"
+
+    def _init_postgres(self, pg_bin: Path) -> None:
+        assert self.root is not None
+        user = self._pg_user()
+        data = self.root / "pgdata"
+        data.mkdir(mode=0o700)
+        pwfile = self.root / "pgpass"
+        pwfile.write_text(self.credentials.db_password + "\n")
+        pwfile.chmod(0o600)
+        if user:
+            entry = pwd.getpwnam(user)
+            for path in (data, pwfile):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        log = self.log_dir / "postgres.log"
+        with log.open("ab") as fh:
+            result = subprocess.run(
+                [
+                    str(pg_bin / "initdb"),
+                    "-D", str(data),
+                    "-U", DB_USER,
+                    "--pwfile", str(pwfile),
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--no-sync",
+                    "-E", "UTF8",
+                    "--locale=C",
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                user=user,
+                timeout=120,
+                check=False,
+            )  # fmt: skip
+        pwfile.unlink()
+        if result.returncode != 0:
+            raise LocalEnvironmentError(f"initdb failed with exit code {result.returncode}; see {log}")
+
+    def _postgres_process(self, pg_bin: Path) -> ManagedProcess:
+        assert self.root is not None
+        sockets = self.root / "pgsock"
+        sockets.mkdir(exist_ok=True)
+        user = self._pg_user()
+        if user:
+            entry = pwd.getpwnam(user)
+            os.chown(sockets, entry.pw_uid, entry.pw_gid)
+        argv = [
+            str(pg_bin / "postgres"),
+            "-D", str(self.root / "pgdata"),
+            "-p", str(self.ports.postgres),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={sockets}",
+            "-c", "fsync=off",
+            "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off",
+            "-c", "max_connections=200",
+        ]  # fmt: skip
+        # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, exit promptly.
+        return ManagedProcess(
+            "postgres", argv, _base_env(), self.log_dir / "postgres.log", stop_signal=signal.SIGINT, user=user
+        )
+
+    def _redis_process(self, redis_bin: str) -> ManagedProcess:
+        assert self.root is not None
+        folder = self.root / "redis"
+        folder.mkdir(exist_ok=True)
+        argv = [
+            redis_bin,
+            "--port", str(self.ports.redis),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--dir", str(folder),
+            "--requirepass", self.credentials.redis_password,
+            "--daemonize", "no",
+        ]  # fmt: skip
+        return ManagedProcess("redis", argv, _base_env(), self.log_dir / "redis.log")
+
+    def _provider_process(self) -> ManagedProcess:
+        c = self.credentials
+        env = {
+            **_base_env(),
+            "PROVIDER_API_KEY": c.provider_api_key,
+            "PROVIDER_WEBHOOK_SECRET": c.provider_webhook_secret,
+            "INBOUND_WEBHOOK_URL": f"{self.api_url}/webhooks/provider/inbound",
+        }
+        argv = [sys.executable, "-m", "opsgate.reference.sandbox", "--port", str(self.ports.provider)]
+        return ManagedProcess("provider", argv, env, self.log_dir / "provider.log")
+
+    def _platform_env(self) -> dict[str, str]:
+        c = self.credentials
+        assert self.root is not None
+        defects = self.defects if self.defects is not None else os.environ.get("OPSGATE_DEFECTS", "")
+        env = {
+            **_base_env(),
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "PROVIDER_URL": self.provider_url,
+            "PROVIDER_API_KEY": c.provider_api_key,
+            "BILLING_WEBHOOK_SECRET": c.billing_webhook_secret,
+            "PROVIDER_WEBHOOK_SECRET": c.provider_webhook_secret,
+            "SERVICE_USER": c.service_user,
+            "SERVICE_PASSWORD": c.service_password,
+            "MONITORING_WEBHOOK_URL": f"{self.provider_url}/monitoring/events",
+            "TENANT_TOKENS": f"{DEMO_TENANTS[0]['id']}={c.api_token},{DEMO_TENANTS[1]['id']}={c.api_token_2}",
+            "OPSGATE_TIME_SCALE": repr(self.time_scale),
+            "OPSGATE_DEFECTS": defects,
+            "BACKUP_DIR": str(self.root / "backups"),
+            "PG_BIN_DIR": str(binaries.postgres_bin_dir()),
+        }
+        if self.backup_interval_s is not None:
+            env["BACKUP_INTERVAL_S"] = repr(self.backup_interval_s)
+        return env
+
+    def _api_process(self) -> ManagedProcess:
+        argv = [sys.executable, "-m", "opsgate.reference.api", "--port", str(self.ports.api)]
+        return ManagedProcess("api", argv, self._platform_env(), self.log_dir / "api.log")
+
+    def _worker_process(self, index: int) -> ManagedProcess:
+        env = {**self._platform_env(), "WORKER_ID": f"worker-{index + 1}"}
+        argv = [sys.executable, "-m", "opsgate.reference.worker", "--port", str(self.ports.workers[index])]
+        return ManagedProcess(f"worker-{index + 1}", argv, env, self.log_dir / f"worker-{index + 1}.log")
+
+    # --- readiness --------------------------------------------------------------------------
+
+    def _postgres_ready(self) -> bool | None:
+        dsn = self.database_url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(dsn, connect_timeout=1) as conn:
+            conn.execute("SELECT 1")
+        return True
+
+    def _create_database(self) -> None:
+        dsn = self.database_url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {DATABASE}")
+
+    def _redis_ready(self) -> bool | None:
+        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            return True if client.ping() else None
+        finally:
+            client.close()
+
+    def _http_ready(self, name: str) -> Callable[[], bool | None]:
+        def check() -> bool | None:
+            url = self._url_of(name) + ("/healthz" if name == "provider" else "/readyz")
+            response = httpx.get(url, timeout=1.0)
+            return True if response.status_code == 200 else None
+
+        return check
+
+    def _url_of(self, name: str) -> str:
+        if name == "api":
+            return self.api_url
+        if name == "provider":
+            return self.provider_url
+        return self.worker_urls[int(name.split("-")[1]) - 1]
+
+    def _address_of(self, name: str) -> str:
+        if name == "postgres":
+            return f"127.0.0.1:{self.ports.postgres}"
+        if name == "redis":
+            return f"127.0.0.1:{self.ports.redis}"
+        return self._url_of(name)
+
+    # --- starting with port-conflict retries ------------------------------------------------
+
+    def _spawn(self, name: str) -> None:
+        process = self._recipes[name][0]()
+        process.start()
+        self.processes[name] = process
+
+    def _wait_ready(self, name: str) -> None:
+        """Wait until ``name`` is ready; a port taken meanwhile gets a new port and a new start."""
+        ready = self._recipes[name][1]
+        for attempt in range(PORT_RETRIES + 1):
+            process = self.processes[name]
+
+            def exited(p: ManagedProcess = process) -> str | None:
+                code = p.exit_code()
+                return None if code is None else f"{name} exited with code {code}"
+
+            try:
+                wait_until(
+                    ready,
+                    what=f"{name} to be ready",
+                    timeout_s=READY_TIMEOUT_S,
+                    interval_s=0.05,
+                    address=self._address_of(name),
+                    hint=f"see {process.log_path}",
+                    log=process.log_path,
+                    give_up=exited,
+                )
+                return
+            except Exception:
+                process.stop()
+                if attempt < PORT_RETRIES and _port_conflict(process.log_path, process.log_offset):
+                    self._move_port(name)
+                    self._spawn(name)
+                    continue
+                raise
+
+    def _move_port(self, name: str) -> None:
+        new = self.ports_from.pick()
+        if name.startswith("worker-"):
+            self.ports.workers[int(name.split("-")[1]) - 1] = new
+        else:
+            setattr(self.ports, name, new)
+
+    def _write_process_list(self) -> None:
+        """Record PID and start time of every running process (what a later recovery may stop)."""
+        rows = {
+            name: {"pid": p.pid, "start_ticks": p.start_ticks, "argv0": p.argv[0]}
+            for name, p in self.processes.items()
+            if p.is_running()
+        }
+        (self.log_dir / "processes.json").write_text(json.dumps(rows, indent=2))
+
+
+def _base_env() -> dict[str, str]:
+    """The environment every child gets: ours, minus variables that would confuse the services."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PG", "REDIS_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _port_conflict(log_path: Path, offset: int) -> bool:
+    try:
+        with log_path.open("rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace").lower()
+    except OSError:
+        return False
+    return "address already in use" in text

@@ -1,0 +1,99 @@
+"""A child process opsgate started: its own session, its log file, and a stop that is by PID only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STOP_TIMEOUT_S = 10.0
+
+
+def process_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None.
+
+    A PID and its start time together name a process unambiguously, even after PID reuse.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces; fields after it start past the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+@dataclass
+class ManagedProcess:
+    """One started service process; ``stop`` signals exactly this PID, then waits, then kills."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    log_path: Path
+    stop_signal: int = signal.SIGTERM
+    user: str | None = None
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    start_ticks: int | None = None
+    log_offset: int = 0
+
+    def start(self) -> None:
+        """Spawn the process in its own session with stdout and stderr appended to ``log_path``."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {self.name} ---\n".encode())
+            log.flush()
+            self.popen = subprocess.Popen(
+                list(self.argv),
+                env=dict(self.env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                user=self.user,
+                close_fds=True,
+            )
+        self.start_ticks = process_start_time(self.popen.pid)
+
+    @property
+    def pid(self) -> int | None:
+        """The PID while started (even after exit, until the next start)."""
+        return self.popen.pid if self.popen else None
+
+    def exit_code(self) -> int | None:
+        """The exit code if the process has ended, else None."""
+        return None if self.popen is None else self.popen.poll()
+
+    def is_running(self) -> bool:
+        """True while the process is alive."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to this process only (never by name, never to a group we did not create)."""
+        if self.is_running():
+            assert self.popen is not None
+            os.kill(self.popen.pid, signum)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+        """Stop gracefully with ``stop_signal``; SIGKILL after ``timeout_s``. Returns the exit code."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.signal(self.stop_signal)
+            try:
+                self.popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=timeout_s)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL now and reap."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=STOP_TIMEOUT_S)

@@ -1,0 +1,1 @@
+"""Evidence of a run: its directory, logs, JUnit, summary and report."""

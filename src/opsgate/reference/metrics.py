@@ -1,0 +1,116 @@
+"""Prometheus metrics of the platform, named as the seed runbooks name them.
+
+The api and the worker each own a :class:`PlatformMetrics`; a counter lives in the process that
+does the counted thing (api: received/retrying webhooks; worker: processed/failed), and
+Prometheus, or opsgate's scrape probe, sums the series across processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Bucket edges sit on every latency threshold the seed runbooks state (300/500/750 ms, 1.5/2.5 s).
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+QUEUE_STATES = ("waiting", "active", "failed", "delayed")
+
+
+class PlatformMetrics:
+    """The metric families one platform process exposes on ``/metrics``."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency in seconds.",
+            ["service", "route", "method", "status"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "http_requests", "HTTP requests answered.", ["service", "route", "method", "status"], registry=r
+        )
+        self.queue_jobs = {
+            state: Gauge(f"bull_queue_jobs_{state}", f"BullMQ jobs {state}, per queue.", ["queue"], registry=r)
+            for state in QUEUE_STATES
+        }
+        self.billing_webhook = Counter("billing_webhook", "Billing webhooks by outcome.", ["status"], registry=r)
+        self.billing_webhook_lag = Histogram(
+            "billing_webhook_lag_seconds",
+            "Seconds from webhook receipt to processing.",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.messages = Counter(
+            "messages",
+            "Messages by channel, outcome and tenant.",
+            ["channel", "status", "tenant"],
+            registry=r,
+        )
+        self.notification_failures = Counter(
+            "notification_failures", "Failed provider sends, per channel.", ["channel"], registry=r
+        )
+        self.outbox_requeued = Counter(
+            "outbox_requeued", "Overdue pending work re-enqueued by the outbox sweeper.", ["kind"], registry=r
+        )
+        self.db_active = Gauge("db_connections_active", "Database connections in use.", registry=r)
+        self.db_max = Gauge("db_connections_max", "Database connection pool size limit.", registry=r)
+        self.db_failures = Counter(
+            "db_connection_failures", "Failed attempts to get a database connection.", registry=r
+        )
+        self.heartbeat_age = Gauge(
+            "worker_heartbeat_age_seconds", "Seconds since the freshest worker heartbeat.", registry=r
+        )
+        self.optouts = Counter("optouts", "Opt-outs received (STOP replies).", ["tenant"], registry=r)
+        self.backup_last_success = Gauge(
+            "backup_last_success_timestamp", "Unix time of the newest successful backup.", registry=r
+        )
+        self.monitoring_failures = Counter(
+            "monitoring_webhook_failures", "Monitoring webhook posts that failed.", registry=r
+        )
+
+    def render(self) -> bytes:
+        """The exposition text of every family."""
+        return generate_latest(self.registry)
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class RequestMetricsMiddleware:
+    """ASGI middleware timing every HTTP request by route template, method and status."""
+
+    def __init__(self, app: ASGIApp, metrics: PlatformMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            labels = (self.metrics.service, template, scope["method"], str(status))
+            self.metrics.http_duration.labels(*labels).observe(time.perf_counter() - started)
+            self.metrics.http_requests.labels(*labels).inc()

@@ -1,0 +1,1 @@
+"""The generic, target-driven suite that ``opsgate gate`` runs and ``checks/`` collects."""

@@ -1,0 +1,74 @@
+"""Fixtures for opsgate's own tests: one reference platform per session, cheap per-test resets."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from opsgate.environments.local import LocalEnvironment
+
+TIME_SCALE = 0.02
+BACKUP_INTERVAL_S = 3.0
+NewTenant = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnvironment]:
+    """The reference platform on local processes, started once for the whole test session."""
+    log_dir = tmp_path_factory.mktemp("platform-logs")
+    environment = LocalEnvironment(log_dir, time_scale=TIME_SCALE, backup_interval_s=BACKUP_INTERVAL_S, defects="")
+    with environment:
+        yield environment
+
+
+@pytest.fixture
+async def api(platform: LocalEnvironment) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the api."""
+    async with httpx.AsyncClient(base_url=platform.api_url, timeout=10.0) as client:
+        yield client
+
+
+@pytest.fixture
+async def sandbox(platform: LocalEnvironment) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the provider sandbox; its faults are cleared after each test."""
+    async with httpx.AsyncClient(base_url=platform.provider_url, timeout=10.0) as client:
+        yield client
+        await client.delete("/control/faults")
+        await client.put("/control/monitoring", json={"status": 202, "down": False})
+
+
+@pytest.fixture(scope="session")
+def admin_headers(platform: LocalEnvironment) -> dict[str, str]:
+    """Authorization for the admin API: a service-account session token."""
+    c = platform.credentials
+    response = httpx.post(
+        f"{platform.api_url}/auth/login", json={"username": c.service_user, "password": c.service_password}
+    )
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+@pytest.fixture
+def new_tenant(api: httpx.AsyncClient, admin_headers: dict[str, str]) -> NewTenant:
+    """Create an isolated tenant; returns ``{id, api_token, sending_number, headers}``."""
+
+    async def create(**settings: Any) -> dict[str, Any]:
+        body = {"name": f"t-{uuid.uuid4().hex[:8]}", **settings}
+        response = await api.post("/admin/tenants", json=body, headers=admin_headers)
+        assert response.status_code == 201, response.text
+        tenant: dict[str, Any] = response.json()
+        tenant["headers"] = {"Authorization": f"Bearer {tenant['api_token']}"}
+        return tenant
+
+    return create
+
+
+@pytest.fixture(scope="session")
+def reports_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch reports directory, so tests never write into the repository's reports/."""
+    return tmp_path_factory.mktemp("reports")

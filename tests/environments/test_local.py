@@ -1,0 +1,73 @@
+"""The local environment: start/stop by PID, port conflicts, missing binaries."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from opsgate.environments.binaries import MissingBinary
+from opsgate.environments.local import LocalEnvironment
+from opsgate.environments.ports import PortAllocator, ephemeral_range, is_free
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ports_are_below_the_ephemeral_range_and_free() -> None:
+    low, high = ephemeral_range()
+    allocator = PortAllocator(seed=1)
+    ports = [allocator.pick() for _ in range(20)]
+    assert len(set(ports)) == 20
+    assert all(not low <= p <= high and is_free(p) for p in ports)
+
+
+def test_a_port_in_use_is_skipped() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        taken = busy.getsockname()[1]
+        spare = PortAllocator(seed=2).pick()
+        assert PortAllocator(candidates=[taken, spare]).pick() == spare
+
+
+def test_start_stop_leaves_nothing_and_survives_a_port_taken_meanwhile(tmp_path: Path) -> None:
+    environment = LocalEnvironment(tmp_path / "logs", time_scale=0.02, defects="")
+    planned_redis = environment.ports.redis
+    with socket.socket() as squatter:  # someone takes the port between allocation and start
+        squatter.bind(("127.0.0.1", planned_redis))
+        squatter.listen()
+        with environment:
+            assert environment.ports.redis != planned_redis
+            assert redis.Redis.from_url(environment.redis_url).ping()
+            assert httpx.get(f"{environment.api_url}/readyz").json()["ready"] is True
+            pids = environment.running_pids()
+            assert set(pids) == {"postgres", "redis", "provider", "api", "worker-1"}
+            assert (tmp_path / "logs" / "processes.json").exists()
+            root = environment.root
+            assert root is not None and root.exists()
+    assert [name for name, pid in pids.items() if alive(pid)] == []
+    assert not root.exists()
+    assert "Address already in use" in (tmp_path / "logs" / "redis.log").read_text()
+
+
+def test_a_missing_binary_names_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSGATE_PG_BIN_DIR", str(tmp_path / "no-such-dir"))
+    environment = LocalEnvironment(tmp_path / "logs")
+    with pytest.raises(MissingBinary) as caught:
+        environment.start()
+    message = str(caught.value)
+    assert "initdb not found" in message and "apt-get install postgresql" in message and "\n" not in message
+    assert environment.processes == {}
+    monkeypatch.delenv("OPSGATE_PG_BIN_DIR")
+    monkeypatch.setenv("OPSGATE_REDIS_SERVER", str(tmp_path / "redis-server"))
+    with pytest.raises(MissingBinary, match="apt-get install redis-server"):
+        LocalEnvironment(tmp_path / "logs").start()

@@ -1,0 +1,58 @@
+"""Bounded polling helpers for tests against the running platform."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+
+async def poll(
+    fetch: Callable[[], Awaitable[Any]],
+    until: Callable[[Any], bool],
+    *,
+    what: str,
+    timeout_s: float = 20.0,
+    interval_s: float = 0.1,
+) -> Any:
+    """Call ``fetch`` until ``until(value)``; fail after ``timeout_s`` (and a matching attempt cap)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    for _ in range(int(timeout_s / interval_s) + 10):
+        last = await fetch()
+        if until(last):
+            return last
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last value: {last!r}")
+
+
+async def message_status(api: httpx.AsyncClient, headers: dict[str, str], message_id: str) -> dict[str, Any]:
+    """GET /v1/messages/{id} as JSON."""
+    response = await api.get(f"/v1/messages/{message_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def deliveries(sandbox: httpx.AsyncClient, message_id: str) -> int:
+    """How many deliveries the provider sandbox recorded for ``message_id`` (ground truth)."""
+    response = await sandbox.get("/deliveries", params={"message_id": message_id})
+    count: int = response.json()["count"]
+    return count
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` in an exposition text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                total += sample.value
+    return total

@@ -1,0 +1,109 @@
+"""The ``opsgate`` command end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from xml.etree import ElementTree
+
+import httpx
+
+OPSGATE = [sys.executable, "-m", "opsgate.cli"]
+
+
+def run(args: list[str], reports: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*OPSGATE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OPSGATE_REPORTS_DIR": str(reports), **env},
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_validate_reports_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nenvironment: prod\n")
+    result = run(["validate", str(bad)], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert f"{bad}: environment:" in result.stderr and "Traceback" not in result.stderr
+    gate = run(["gate", "--target", str(bad)], tmp_path)
+    assert gate.returncode == 2 and "Traceback" not in gate.stderr
+
+
+def test_gate_on_the_embedded_default_passes_and_leaves_nothing(tmp_path: Path) -> None:
+    result = run(["gate"], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = (tmp_path / "latest").resolve()
+    assert (run_dir / "junit.xml").exists()
+    processes = json.loads((run_dir / "logs" / "processes.json").read_text())
+    assert processes == {}  # rewritten at stop: nothing running
+    junit = ElementTree.parse(run_dir / "junit.xml")
+    names = {case.get("name") for case in junit.iter("testcase")}
+    assert {"test_health[api:/readyz]", "test_health[worker:/readyz]", "test_redis_ping"} <= names
+    assert not [case for case in junit.iter("testcase") if case.find("failure") is not None]
+
+
+def test_gate_against_an_unreachable_target_fails_fast(tmp_path: Path) -> None:
+    target = tmp_path / "down.yaml"
+    target.write_text(
+        "name: down\nenvironment: staging\nprovider: external\n"
+        "services:\n  api:\n    url: http://127.0.0.1:9\n    health:\n      - {path: /healthz, timeout: 2s}\n"
+    )
+    started = time.monotonic()
+    result = run(["gate", "--target", str(target)], tmp_path)
+    assert result.returncode == 1
+    assert "connection refused to http://127.0.0.1:9/healthz" in result.stdout
+    assert time.monotonic() - started < 60
+
+
+def test_up_prints_addresses_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*OPSGATE, "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OPSGATE_REPORTS_DIR": str(tmp_path)},
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        text = "".join(lines)
+        assert "Press Ctrl-C" in text, text
+        api_url = next(line.split()[1] for line in lines if line.strip().startswith("api "))
+        assert api_url.startswith("http://127.0.0.1:")
+        assert httpx.get(f"{api_url}/health").json() == {"status": "ok"}
+        assert "postgresql://opsgate:***@127.0.0.1:" in text
+        processes = json.loads(((tmp_path / "latest").resolve() / "logs" / "processes.json").read_text())
+        pids = [row["pid"] for row in processes.values()]
+        assert len(pids) == 5
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert [pid for pid in pids if alive(pid)] == []

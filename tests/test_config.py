@@ -1,0 +1,314 @@
+"""Tests of opsgate.config: the shipped target files, one-line errors, durations, interpolation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from opsgate import config
+from opsgate.config import (
+    LOCAL_TARGET,
+    CommandControl,
+    ProcessControl,
+    TargetError,
+    load_target,
+    parse_duration,
+    parse_target,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ENVIRON = {
+    "API_URL": "http://127.0.0.1:8001",
+    "WORKER_URL": "http://127.0.0.1:8002",
+    "PROVIDER_URL": "http://127.0.0.1:8003",
+    "DATABASE_URL": "postgresql://opsgate:pg-secret-1@127.0.0.1:5432/opsgate",
+    "REDIS_URL": "redis://:redis-secret-2@127.0.0.1:6379/0",
+    "API_TOKEN": "token-abc",
+    "TENANT_ID": "00000000-0000-0000-0000-000000000001",
+    "SERVICE_USER": "ops-bot",
+    "SERVICE_PASSWORD": "service-pw",
+    "BILLING_WEBHOOK_SECRET": "billing-whsec",
+    "PROVIDER_WEBHOOK_SECRET": "provider-whsec",
+    "PROVIDER_API_KEY": "provider-key",
+}
+
+MINIMAL = "name: t\nenvironment: staging\n"
+
+
+def test_local_target_loads() -> None:
+    target = load_target(ROOT / "targets" / "local.yaml", environ=ENVIRON)
+
+    assert (target.name, target.environment, target.provider) == ("reference-local", "local", "local")
+    assert target.time_scale == 0.02
+    assert target.scaled(300) == pytest.approx(6.0)
+    assert target.platform is not None and target.platform.workers == 1
+    api = target.services["api"]
+    assert api.url == "http://127.0.0.1:8001"
+    assert [check.path for check in api.health] == ["/health", "/healthz", "/readyz", "/metrics"]
+    liveness = api.health[1]
+    assert liveness.expect.json == {"status": "ok"}
+    assert liveness.expect.max_latency_ms == 200
+    assert liveness.claim == "seed-004.health.api-liveness"
+    assert api.health[2].expect.json == {"ready": True}
+    assert isinstance(target.services["worker"].control, ProcessControl)
+    assert [(q.name, q.max_waiting) for q in target.queues] == [("send-messages", 100), ("billing-webhooks", 50)]
+    assert target.metrics.scrape == ["http://127.0.0.1:8001/metrics", "http://127.0.0.1:8002/metrics"]
+    assert target.auth is not None and target.auth.service_user == "ops-bot"
+    assert target.source == ROOT / "targets" / "local.yaml"
+    assert {"token-abc", "service-pw", "pg-secret-1", "redis-secret-2", "provider-key"} <= target.secret_values
+    assert ENVIRON["DATABASE_URL"] in target.secret_values
+    assert "ops-bot" not in target.secret_values
+
+
+def test_targets_symlink_is_the_bundled_file() -> None:
+    assert (ROOT / "targets" / "local.yaml").resolve() == LOCAL_TARGET.resolve()
+
+
+def test_staging_example_loads() -> None:
+    target = load_target(ROOT / "targets" / "staging.example.yaml", environ=ENVIRON)
+
+    assert (target.environment, target.provider, target.time_scale) == ("staging", "external", 1.0)
+    control = target.services["worker"].control
+    assert isinstance(control, CommandControl)
+    assert control.read == "kubectl get deploy/worker -o jsonpath={.spec.replicas}"
+    assert control.start == "kubectl scale deploy/worker --replicas=2"
+    assert control.timeout == 60.0
+    assert target.metrics.prometheus is None
+    assert {"token-abc", "service-pw", "pg-secret-1", "redis-secret-2", "billing-whsec"} <= target.secret_values
+
+    scaled_up = load_target(
+        ROOT / "targets" / "staging.example.yaml",
+        environ={**ENVIRON, "WORKER_REPLICAS": "5", "PROMETHEUS_URL": "http://prom:9090"},
+    )
+    assert isinstance(scaled_up.services["worker"].control, CommandControl)
+    assert scaled_up.services["worker"].control.start.endswith("--replicas=5")
+    assert scaled_up.metrics.prometheus == "http://prom:9090"
+
+
+API = MINIMAL + "services:\n  api:\n    url: http://api\n"
+CHECK = API + "    health:\n      - path: /healthz\n"
+
+MALFORMED = {
+    "bad-yaml": (
+        "name: t\n  environment: staging\n",
+        "line 2, column 14: invalid YAML: mapping values are not allowed here",
+    ),
+    "duplicate-key": (
+        MINIMAL + "name: u\n",
+        "line 3, column 1: invalid YAML: duplicate key 'name'",
+    ),
+    "top-level-list": ("- name: t\n", "expected a mapping at the top level, got a list"),
+    "empty": ("", "expected a mapping at the top level, got nothing (the file is empty)"),
+    "comments-only": ("# nothing yet\n", "expected a mapping at the top level, got nothing (the file is empty)"),
+    "missing-environment": (
+        "name: t\n",
+        "environment: missing required field (expected 'local', 'staging' or 'production')",
+    ),
+    "environment-prod": (
+        "name: t\nenvironment: prod\n",
+        "environment: expected 'local', 'staging' or 'production', got 'prod'",
+    ),
+    "time-scale-zero": (MINIMAL + "time_scale: 0\n", "time_scale: expected a number > 0 and <= 1, got 0"),
+    "time-scale-two": (MINIMAL + "time_scale: 2\n", "time_scale: expected a number > 0 and <= 1, got 2"),
+    "time-scale-text": (MINIMAL + "time_scale: fast\n", "time_scale: expected a number, got 'fast'"),
+    "unknown-field": (
+        MINIMAL + "services:\n  api:\n    url: http://api\n    helth: []\n",
+        "services.api.helth: unknown field (did you mean 'health'?)",
+    ),
+    "unknown-field-far": (
+        MINIMAL + "colour: blue\n",
+        "colour: unknown field (expected one of: name, environment, provider, time_scale, secrets, "
+        "platform, services, datastores, queues, metrics, auth)",
+    ),
+    "path-without-slash": (
+        API + "    health:\n      - path: healthz\n",
+        "services.api.health[0].path: expected a path starting with '/', got 'healthz'",
+    ),
+    "status-abc": (
+        CHECK + "        expect: {status: abc}\n",
+        "services.api.health[0].expect.status: expected an integer, got 'abc'",
+    ),
+    "status-out-of-range": (
+        CHECK + "        expect: {status: 700}\n",
+        "services.api.health[0].expect.status: expected an integer >= 100 and <= 599, got 700",
+    ),
+    "duration-words": (
+        CHECK + "        timeout: 5 minutes\n",
+        "services.api.health[0].timeout: expected a duration like '5m', got '5 minutes'",
+    ),
+    "duration-bare-number": (
+        CHECK + "        timeout: 5\n",
+        "services.api.health[0].timeout: expected a duration like '5m', got 5",
+    ),
+    "missing-variable": (
+        MINIMAL + "services:\n  api:\n    url: ${API_URL}\n",
+        "services.api.url: environment variable API_URL is not set (export it or remove the reference)",
+    ),
+    "malformed-reference": (
+        MINIMAL + "services:\n  api:\n    url: http://${API HOST}\n",
+        "services.api.url: expected '${NAME}' or '${NAME:-default}' (write '$${' for a literal '${'), "
+        "got 'http://${API HOST}'",
+    ),
+    "command-control-missing-stop": (
+        "name: t\nenvironment: staging\nservices:\n  worker:\n    url: http://worker\n"
+        "    control: {kind: command, start: ./start.sh}\n",
+        "services.worker.control.stop: missing required field",
+    ),
+    "control-kind-unknown": (
+        API + "    control: {kind: ssh}\n",
+        "services.api.control.kind: expected 'process' or 'command', got 'ssh'",
+    ),
+    "process-control-on-external": (
+        API + "    control: {kind: process}\n",
+        "services.api.control.kind: expected 'command' with provider 'external' "
+        "(no process of ours to control), got 'process'",
+    ),
+    "queue-layout-unknown": (
+        MINIMAL + "datastores: {redis: {url: 'redis://r'}}\nqueues:\n  - {name: q, layout: sidekiq}\n",
+        "queues[0].layout: expected 'bullmq', 'bull', 'celery' or 'rq', got 'sidekiq'",
+    ),
+    "duplicate-queue-names": (
+        MINIMAL + "datastores: {redis: {url: 'redis://r'}}\nqueues:\n"
+        "  - {name: q, layout: bullmq}\n  - {name: p, layout: bullmq}\n  - {name: q, layout: rq}\n",
+        "queues[2].name: expected a queue name not used before (queues[0] has it), got 'q'",
+    ),
+    "queue-without-redis": (
+        MINIMAL + "queues:\n  - {name: q, layout: bullmq}\n",
+        "queues[0].redis: expected a configured datastore (datastores.redis is not set), got 'redis'",
+    ),
+    "bad-dsn-scheme": (
+        MINIMAL + "datastores:\n  postgres: {dsn: 'mysql://app:hunter22@db/app'}\n",
+        "datastores.postgres.dsn: expected a URL starting with postgresql:// or postgres://, "
+        "got 'mysql://app:***@db/app'",
+    ),
+    "secret-name": (
+        MINIMAL + "secrets: [API_TOKEN, not a var]\n",
+        "secrets[1]: expected an environment variable name like 'API_TOKEN', got 'not a var'",
+    ),
+    "several-errors": (
+        "name: t\nenvironment: prod\ntime_scale: 0\nprovider: cloud\n",
+        "environment: expected 'local', 'staging' or 'production', got 'prod' (+2 more)",
+    ),
+}
+
+
+@pytest.mark.parametrize("text, problem", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_target_is_one_line(text: str, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "bad.yaml").write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(TargetError) as raised:
+        load_target("targets/bad.yaml", environ={})
+
+    assert raised.value.message == f"targets/bad.yaml: {problem}"
+    assert str(raised.value) == raised.value.message
+    assert "\n" not in raised.value.message
+
+
+def test_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TargetError) as raised:
+        load_target("targets/x.yaml", environ={})
+    assert raised.value.message == "targets/x.yaml: file not found"
+
+
+def test_secret_from_listed_variable_is_redacted_in_errors() -> None:
+    text = MINIMAL + "secrets: [DATABASE_URL]\ndatastores:\n  postgres: {dsn: '${DATABASE_URL}'}\n"
+    with pytest.raises(TargetError) as raised:
+        parse_target(text, source="t.yaml", environ={"DATABASE_URL": "mysql-dsn-s3cret"})
+    assert raised.value.message == (
+        "t.yaml: datastores.postgres.dsn: expected a URL starting with postgresql:// or postgres://, got '***'"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("250ms", 0.25),
+        ("30s", 30.0),
+        ("1.5s", 1.5),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("7d", 604800.0),
+        ("0s", 0.0),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", [5, 5.0, "5", "5 minutes", "-5m", "5M", "m", "", "1m30s", None, True])
+def test_parse_duration_rejects(value: object) -> None:
+    with pytest.raises(ValueError) as raised:
+        parse_duration(value)
+    assert str(raised.value) == f"expected a duration like '5m', got {value!r}"
+
+
+def test_interpolation_defaults_and_escape() -> None:
+    text = (
+        MINIMAL
+        + "services:\n"
+        + "  api:\n"
+        + "    url: '${SCHEME:-http}://${HOST}:${PORT:-8000}'\n"
+        + "    health:\n"
+        + "      - path: /q\n"
+        + "        expect: {json: {template: '$${NOT_A_VAR} and $$ stays', empty: '${EMPTY:-fallback}'}}\n"
+        + "        timeout: '${TIMEOUT:-2s}'\n"
+    )
+    target = parse_target(text, environ={"HOST": "api.internal", "PORT": "9000", "EMPTY": ""})
+
+    api = target.services["api"]
+    assert api.url == "http://api.internal:9000"
+    assert api.health[0].expect.json == {"template": "${NOT_A_VAR} and $$ stays", "empty": "fallback"}
+    assert api.health[0].timeout == 2.0
+    assert target.source is None
+
+
+def test_interpolated_numbers_are_accepted() -> None:
+    text = MINIMAL + "time_scale: '${SCALE:-0.5}'\nplatform: {workers: '${WORKERS}'}\n"
+    target = parse_target(text, environ={"WORKERS": "3"})
+    assert target.time_scale == 0.5
+    assert target.platform is not None and target.platform.workers == 3
+
+
+def test_secret_values_are_non_empty_strings_only() -> None:
+    text = MINIMAL + "secrets: [API_TOKEN, UNSET, EMPTY]\nauth: {api_token: '${API_TOKEN}', service_password: ''}\n"
+    target = parse_target(text, environ={"API_TOKEN": "t0k", "EMPTY": ""})
+    assert target.secret_values == frozenset({"t0k"})
+    assert target.auth is not None and target.auth.service_password is None
+
+
+def test_error_carries_file_and_field() -> None:
+    with pytest.raises(TargetError) as raised:
+        parse_target(MINIMAL + "time_scale: 0\n", source="targets/x.yaml")
+    assert (raised.value.file, raised.value.field) == ("targets/x.yaml", "time_scale")
+
+
+def test_public_names() -> None:
+    assert sorted(config.__all__) == sorted(
+        [
+            "LOCAL_TARGET",
+            "Auth",
+            "CommandControl",
+            "Control",
+            "Datastores",
+            "Duration",
+            "Expect",
+            "HealthCheck",
+            "Metrics",
+            "PlatformSpec",
+            "Postgres",
+            "ProcessControl",
+            "QueueSpec",
+            "RedisStore",
+            "Service",
+            "Target",
+            "TargetError",
+            "load_target",
+            "parse_duration",
+            "parse_target",
+        ]
+    )
