@@ -39,8 +39,8 @@ def test_a_port_in_use_is_skipped() -> None:
         assert PortAllocator(candidates=[taken, spare]).pick() == spare
 
 
-def test_start_stop_leaves_nothing_and_survives_a_port_taken_meanwhile(tmp_path: Path) -> None:
-    environment = LocalEnvironment(tmp_path / "logs", time_scale=0.02, defects="")
+def test_two_workers_start_stop_leaves_nothing_and_a_port_taken_meanwhile_is_moved(tmp_path: Path) -> None:
+    environment = LocalEnvironment(tmp_path / "logs", workers=2, time_scale=0.02, defects="")
     planned_redis = environment.ports.redis
     with socket.socket() as squatter:  # someone takes the port between allocation and start
         squatter.bind(("127.0.0.1", planned_redis))
@@ -50,7 +50,8 @@ def test_start_stop_leaves_nothing_and_survives_a_port_taken_meanwhile(tmp_path:
             assert redis.Redis.from_url(environment.redis_url).ping()
             assert httpx.get(f"{environment.api_url}/readyz").json()["ready"] is True
             pids = environment.running_pids()
-            assert set(pids) == {"postgres", "redis", "provider", "api", "worker-1"}
+            assert set(pids) == {"postgres", "redis", "provider", "api", "worker-1", "worker-2"}
+            assert all(httpx.get(f"{url}/readyz").status_code == 200 for url in environment.worker_urls)
             assert (tmp_path / "logs" / "processes.json").exists()
             root = environment.root
             assert root is not None and root.exists()

@@ -154,6 +154,8 @@ async def test_do_not_contact_matches_any_format(api: httpx.AsyncClient, new_ten
     refused = await send(api, tenant, sms(formatted))
     assert refused.status_code == 422 and refused.json()["error"] == "DO_NOT_CONTACT", refused.text
     assert (await send(api, tenant, sms("0412 999 888"))).status_code == 202
+    invalid = await send(api, tenant, sms("0061412345678"))  # "00" is not Australia's international prefix
+    assert invalid.status_code == 422 and invalid.json()["error"] == "INVALID_RECIPIENT"
 
 
 async def test_inbound_stop_opts_the_sender_out(
@@ -355,3 +357,48 @@ async def test_scheduled_backups_run_and_are_exposed(api: httpx.AsyncClient, adm
     )
     text = (await api.get("/metrics")).text
     assert metric_value(text, "backup_last_success_timestamp") >= newer.json()["timestamp"] - 0.01
+
+
+# --- worker lifecycle ---------------------------------------------------------------------------
+
+
+async def test_worker_sigterm_finishes_in_flight_jobs(
+    api: httpx.AsyncClient, sandbox: httpx.AsyncClient, platform: LocalEnvironment, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await sandbox.put("/control/faults", json={"latency_ms": 700})
+    message_id = (await send(api, tenant, sms())).json()["id"]
+    await poll(
+        lambda: message_status(api, tenant["headers"], message_id),
+        lambda m: m["status"] == "sending",
+        what="the message to be in flight",
+    )
+    try:
+        assert platform.stop_service("worker-1", timeout_s=15) == 0  # graceful: exit 0, not killed
+    finally:
+        platform.start_service("worker-1")
+    assert (await message_status(api, tenant["headers"], message_id))["status"] == "delivered"
+    assert await deliveries(sandbox, message_id) == 1
+
+
+async def test_worker_sigkill_mid_flight_loses_and_doubles_nothing(
+    api: httpx.AsyncClient, sandbox: httpx.AsyncClient, platform: LocalEnvironment, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await sandbox.put("/control/faults", json={"latency_ms": 700})
+    ids = [(await send(api, tenant, sms())).json()["id"] for _ in range(3)]
+    await poll(
+        lambda: message_status(api, tenant["headers"], ids[0]),
+        lambda m: m["status"] == "sending",
+        what="a message in flight",
+    )
+    platform.processes["worker-1"].kill()
+    platform.stop_service("worker-1")
+    await sandbox.delete("/control/faults")
+    platform.start_service("worker-1")
+
+    async def statuses() -> list[str]:
+        return [(await message_status(api, tenant["headers"], i))["status"] for i in ids]
+
+    await poll(statuses, lambda s: s == ["delivered"] * 3, what="every message delivered after the kill", timeout_s=30)
+    assert [await deliveries(sandbox, i) for i in ids] == [1, 1, 1]
