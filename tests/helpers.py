@@ -56,3 +56,14 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
             if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
                 total += sample.value
     return total
+
+
+def alive(pid: int) -> bool:
+    """True while a process with ``pid`` exists."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -13,6 +13,8 @@ from xml.etree import ElementTree
 
 import httpx
 
+from helpers import alive
+
 OPSGATE = [sys.executable, "-m", "opsgate.cli"]
 
 
@@ -24,14 +26,6 @@ def run(args: list[str], reports: Path, timeout: float = 120, **env: str) -> sub
         timeout=timeout,
         env={**os.environ, "OPSGATE_REPORTS_DIR": str(reports), **env},
     )
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_validate_reports_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ PYTEST_TO_OPSGATE = {0: EXIT_PASS, 1: EXIT_FAIL, 2: EXIT_ERROR, 3: EXIT_ERROR, 4
 PYTEST_SETTINGS = [
     "-p", "no:locust",
     "-p", "no:cacheprovider",
+    "-W", "ignore::pytest.PytestAssertRewriteWarning",
     "-o", "asyncio_mode=auto",
     "-o", "asyncio_default_fixture_loop_scope=session",
     "-o", "asyncio_default_test_loop_scope=session",

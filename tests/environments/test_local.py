@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -10,17 +9,10 @@ import httpx
 import pytest
 import redis
 
+from helpers import alive
 from opsgate.environments.binaries import MissingBinary
 from opsgate.environments.local import LocalEnvironment
 from opsgate.environments.ports import PortAllocator, ephemeral_range, is_free
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_ports_are_below_the_ephemeral_range_and_free() -> None:

@@ -6,12 +6,10 @@ Run with ``python -m opsgate.reference.api --port N``; settings come from the en
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -48,7 +46,7 @@ from opsgate.reference.monitoring import post_event
 from opsgate.reference.outbox import OutboxSweeper
 from opsgate.reference.queues import BILLING_WEBHOOKS, QUEUE_NAMES, SEND_MESSAGES, Queues, fast_redis
 from opsgate.reference.sending import RejectedSend
-from opsgate.reference.settings import PlatformSettings, SettingsError, from_environ
+from opsgate.reference.settings import PlatformSettings, process_start
 
 log = logging.getLogger("opsgate.reference.api")
 MAINTENANCE_KEY = "support.maintenance_mode"  # seed 002's feature flag name
@@ -815,17 +813,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: ``python -m opsgate.reference.api --host 127.0.0.1 --port N``."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="opsgate.reference.api")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = from_environ()
-    except SettingsError as exc:
-        print(f"opsgate.reference.api: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", access_log=False)
+    settings, host, port = process_start("opsgate.reference.api", argv)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ compressed drill keeps the same logic; each has a floor so the platform stays wo
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -142,3 +145,18 @@ def from_environ(environ: Mapping[str, str] | None = None) -> PlatformSettings:
             env_name = {v: k for k, v in {**_REQUIRED, **_OPTIONAL}.items()}.get(str(err["loc"][0]), "?")
             raise SettingsError(f"{env_name}: {err['msg']}, got {err['input']!r}") from None
         raise SettingsError(str(exc)) from None
+
+
+def process_start(prog: str, argv: list[str] | None = None) -> tuple[PlatformSettings, str, int]:
+    """Parse ``--host``/``--port``, set up logging and read the settings; a bad setting exits 2."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = from_environ()
+    except SettingsError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings, args.host, args.port

@@ -10,12 +10,10 @@ Run with ``python -m opsgate.reference.worker --port N``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +34,7 @@ from opsgate.reference.httpserver import embedded_server
 from opsgate.reference.metrics import PlatformMetrics, RequestMetricsMiddleware
 from opsgate.reference.monitoring import post_event
 from opsgate.reference.queues import BILLING_WEBHOOKS, SEND_MESSAGES, beat, fast_redis
-from opsgate.reference.settings import PlatformSettings, SettingsError, from_environ
+from opsgate.reference.settings import PlatformSettings, process_start
 
 log = logging.getLogger("opsgate.reference.worker")
 HEARTBEAT_TTL_S = 24 * 3600.0
@@ -368,17 +366,8 @@ async def run(settings: PlatformSettings, host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: ``python -m opsgate.reference.worker --host 127.0.0.1 --port N``."""
-    parser = argparse.ArgumentParser(prog="opsgate.reference.worker")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = from_environ()
-    except SettingsError as exc:
-        print(f"opsgate.reference.worker: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    asyncio.run(run(settings, args.host, args.port))
+    settings, host, port = process_start("opsgate.reference.worker", argv)
+    asyncio.run(run(settings, host, port))
 
 
 if __name__ == "__main__":
