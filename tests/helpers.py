@@ -67,3 +67,15 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def backup_tables(path: str) -> set[str]:
+    """Names of the tables whose data a ``pg_dump -Fc`` file holds (via ``pg_restore --list``)."""
+    import subprocess
+
+    from opsgate.environments.binaries import postgres_bin_dir
+
+    listing = subprocess.run(
+        [str(postgres_bin_dir() / "pg_restore"), "--list", path], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    return {line.split()[-2] for line in listing.splitlines() if " TABLE DATA " in line}

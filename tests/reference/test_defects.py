@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+import psycopg
 import pytest
+from test_platform import fixed_offset_zone
 
 from conftest import BACKUP_INTERVAL_S, NewTenant
-from helpers import deliveries, message_status, poll
+from helpers import backup_tables, deliveries, message_status, poll
 from opsgate.environments.local import LocalEnvironment
 from opsgate.reference.defects import CATALOGUE
 from opsgate.reference.settings import SettingsError, from_environ
+from opsgate.reference.signing import sign
 
 pytestmark = pytest.mark.platform
 
@@ -88,3 +96,80 @@ def test_unknown_defect_is_refused_with_the_known_names() -> None:
 def test_every_defect_names_what_must_catch_it() -> None:
     assert len(CATALOGUE) >= 15
     assert all(d.breaks and d.caught_by for d in CATALOGUE.values())
+
+
+API_DEFECTS = (
+    "kill-switch-ignored,dnc-skips-unnormalised,budget-not-enforced,quiet-hours-server-time,"
+    "webhook-signature-unchecked,duplicate-webhook-processed,maintenance-allows-writes,queue-gauge-missing,"
+    "slow-messages-route,retries-drop-messages,monitoring-webhook-silent,backup-omits-table"
+)
+
+
+async def test_planted_defects_break_what_they_name(
+    platform: LocalEnvironment,
+    api: httpx.AsyncClient,
+    sandbox: httpx.AsyncClient,
+    new_tenant: NewTenant,
+    admin_headers: dict[str, str],
+) -> None:
+    """Each defect, planted together with the others, shows exactly the bug it names."""
+    with defects_planted(platform, API_DEFECTS):
+        h = dt.datetime.now(dt.UTC).hour
+        tenant = await new_tenant(
+            daily_budget_cents=5, sms_cost_cents=5, quiet_hours_start=(h + 2) % 24, quiet_hours_end=(h + 8) % 24
+        )
+        url = f"/v1/tenants/{tenant['id']}/messages"
+
+        async def send(body: dict[str, object]) -> httpx.Response:
+            return await api.post(url, json={"channel": "sms", "body": "x", **body}, headers=tenant["headers"])
+
+        started = time.monotonic()
+        assert (await send({"to": "+61412345678"})).status_code == 202
+        assert time.monotonic() - started >= 1.5  # slow-messages-route
+        assert (await send({"to": "+61412345679"})).status_code == 202  # budget-not-enforced (5 of 5 spent)
+        await api.post(
+            f"/v1/tenants/{tenant['id']}/do-not-contact", json={"phone": "+61412000222"}, headers=tenant["headers"]
+        )
+        assert (await send({"to": "0412 000 222"})).status_code == 202  # dnc-skips-unnormalised
+        assert (await send({"to": "+61412345670", "timezone": fixed_offset_zone(h + 5)})).status_code == 202
+        await api.post(f"/tenants/{tenant['id']}/pause", headers=admin_headers)
+        assert (await send({"to": "+61412345671"})).status_code == 202  # kill-switch-ignored
+        await api.post(f"/tenants/{tenant['id']}/resume", headers=admin_headers)
+        await api.put("/admin/maintenance", json={"enabled": True}, headers=admin_headers)
+        try:
+            assert (await send({"to": "+61412345672"})).status_code == 202  # maintenance-allows-writes
+        finally:
+            await api.put("/admin/maintenance", json={"enabled": False}, headers=admin_headers)
+
+        event_id = f"evt_{uuid.uuid4().hex}"
+        body = json.dumps({"id": event_id, "type": "invoice.paid", "data": {"tenantId": tenant["id"]}}).encode()
+        forged = {"x-sandbox-signature": sign("not-the-secret", body)}
+        assert (await api.post("/billing/webhooks/sandbox", content=body, headers=forged)).status_code == 202
+        assert (await api.post("/billing/webhooks/sandbox", content=body, headers=forged)).status_code == 202
+
+        async def audit_rows() -> int:
+            async with await psycopg.AsyncConnection.connect(platform.database_url) as conn:
+                cur = await conn.execute("SELECT count(*) FROM audit_events WHERE entity_id = %s", (event_id,))
+                row = await cur.fetchone()
+                return int(row[0]) if row else 0
+
+        await poll(audit_rows, lambda n: n == 2, what="the duplicate webhook processed twice")
+
+        backup = (await api.post("/admin/backups", headers=admin_headers)).json()
+        assert platform.root is not None
+        assert "audit_events" not in backup_tables(str(platform.root / "backups" / backup["file"]))
+
+        assert "bull_queue_jobs_waiting" not in (await api.get("/metrics")).text  # queue-gauge-missing
+
+        await sandbox.put("/control/faults", json={"error_rate": 1.0, "status": 503, "seed": 3})
+        lost = (await send({"to": "+61412345673"})).json()["id"]
+        await poll(
+            lambda: message_status(api, tenant["headers"], lost),
+            lambda m: m["status"] == "failed",
+            what="the first failed attempt",
+        )
+        await sandbox.delete("/control/faults")
+        await asyncio.sleep(1.0)  # several backoff periods: a healthy platform would have retried by now
+        assert (await message_status(api, tenant["headers"], lost))["status"] == "failed"  # retries-drop-messages
+        events = (await sandbox.get("/monitoring/events", params={"type": "notification.failure"})).json()
+        assert not [e for e in events["events"] if e.get("tenant_id") == tenant["id"]]

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from conftest import NewTenant
-from helpers import deliveries, message_status, metric_value, poll
+from helpers import backup_tables, deliveries, message_status, metric_value, poll
 from opsgate.environments.local import LocalEnvironment
 from opsgate.reference.signing import sign
 
@@ -346,9 +346,14 @@ async def test_outbox_replays_work_after_redis_loses_its_jobs(
     assert after >= before + 5
 
 
-async def test_scheduled_backups_run_and_are_exposed(api: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+async def test_scheduled_backups_run_and_are_exposed(
+    api: httpx.AsyncClient, platform: LocalEnvironment, admin_headers: dict[str, str]
+) -> None:
     first = (await api.get("/backups/latest", headers=admin_headers)).json()
     assert first["timestamp"] is not None and first["size_bytes"] > 0
+    assert platform.root is not None
+    tables = backup_tables(str(platform.root / "backups" / first["file"]))
+    assert {"tenants", "messages", "audit_events", "billing_webhook_events"} <= tables
     newer = await poll(
         lambda: api.get("/backups/latest", headers=admin_headers),
         lambda r: r.json()["timestamp"] > first["timestamp"],

@@ -40,7 +40,9 @@ class PortAllocator:
     def __init__(self, candidates: Iterable[int] | None = None, seed: int | None = None) -> None:
         if candidates is None:
             low, high = ephemeral_range()
-            pool = [p for p in range(LOWEST_PORT, 65_000) if not low <= p <= high]
+            pool = list(range(LOWEST_PORT, low))
+            if len(pool) < 1000:  # an unusual kernel setting: fall back to anything outside the range
+                pool = [p for p in range(1024, 65_536) if not low <= p <= high]
             random.Random(seed).shuffle(pool)
             candidates = pool
         self._candidates = iter(candidates)

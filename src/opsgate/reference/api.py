@@ -205,7 +205,7 @@ async def metrics_endpoint(request: Request) -> Response:
     """Prometheus exposition; queue, heartbeat and pool gauges are read at scrape time."""
     c = ctx(request)
     c.db.refresh_gauges()
-    if not c.defect("queue-gauge-missing"):
+    if c.metrics.queue_jobs:
         with contextlib.suppress(Exception):
             for queue, counts in (await c.queues.counts()).items():
                 for state, value in counts.items():
@@ -733,7 +733,7 @@ async def admin_kill_switch(request: Request) -> Response:
 
 def create_app(settings: PlatformSettings) -> Starlette:
     """The api as an ASGI app; the lifespan migrates, seeds and starts the sweeper and backups."""
-    metrics = PlatformMetrics("api")
+    metrics = PlatformMetrics("api", queue_gauges="queue-gauge-missing" not in settings.defects)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -21,7 +21,7 @@ QUEUE_STATES = ("waiting", "active", "failed", "delayed")
 class PlatformMetrics:
     """The metric families one platform process exposes on ``/metrics``."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, *, queue_gauges: bool = True) -> None:
         self.service = service
         self.registry = CollectorRegistry()
         r = self.registry
@@ -37,7 +37,7 @@ class PlatformMetrics:
         )
         self.queue_jobs = {
             state: Gauge(f"bull_queue_jobs_{state}", f"BullMQ jobs {state}, per queue.", ["queue"], registry=r)
-            for state in QUEUE_STATES
+            for state in (QUEUE_STATES if queue_gauges else ())
         }
         self.billing_webhook = Counter("billing_webhook", "Billing webhooks by outcome.", ["status"], registry=r)
         self.billing_webhook_lag = Histogram(
