@@ -48,8 +48,16 @@ def test_gate_on_the_embedded_default_passes_and_leaves_nothing(tmp_path: Path) 
     assert processes == {}  # rewritten at stop: nothing running
     junit = ElementTree.parse(run_dir / "junit.xml")
     names = {case.get("name") for case in junit.iter("testcase")}
-    assert {"test_health[api:/readyz]", "test_health[worker:/readyz]", "test_redis_ping"} <= names
+    assert {"test_health[api:/readyz]", "test_health[worker:/readyz]", "test_datastore[redis]"} <= names
     assert not [case for case in junit.iter("testcase") if case.find("failure") is not None]
+    suite_properties = {p.get("name"): p.get("value") for p in junit.iter("property")}
+    assert suite_properties["target"] == "reference-local" and suite_properties["environment"] == "local"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["verdict"] == "pass" and len(summary["checks"]) >= 20
+    kinds = {check["kind"] for check in summary["checks"]}
+    assert kinds == {"health", "datastore", "queue", "metric", "flow", "browser", "freshness"}
+    assert (run_dir / "report.html").exists() and (run_dir / "screenshots").is_dir()
+    assert "verdict PASS" in result.stdout
 
 
 def test_gate_against_an_unreachable_target_fails_fast(tmp_path: Path) -> None:

@@ -120,7 +120,7 @@ MALFORMED = {
     "unknown-field-far": (
         MINIMAL + "colour: blue\n",
         "colour: unknown field (expected one of: name, environment, provider, time_scale, secrets, "
-        "platform, services, datastores, queues, metrics, auth)",
+        "platform, services, datastores, queues, metrics, auth, gates, flows, freshness, browser)",
     ),
     "path-without-slash": (
         API + "    health:\n      - path: healthz\n",
@@ -292,6 +292,19 @@ def test_public_names() -> None:
         [
             "LOCAL_TARGET",
             "Auth",
+            "BrowserCheck",
+            "BrowserExpect",
+            "BrowserStep",
+            "DrillLogs",
+            "Flow",
+            "FlowStep",
+            "FreshnessSpec",
+            "GateSpec",
+            "HttpSource",
+            "MetricSelector",
+            "MetricSource",
+            "Poll",
+            "Signing",
             "CommandControl",
             "Control",
             "Datastores",
@@ -307,6 +320,7 @@ def test_public_names() -> None:
             "Service",
             "Target",
             "TargetError",
+            "Traffic",
             "load_target",
             "parse_duration",
             "parse_target",

@@ -1,26 +1,32 @@
 """The ``opsgate`` command: ``up``, ``gate`` and ``validate``.
 
-Exit codes: 0 pass, 1 a gate failed, 2 bad usage or target file, 3 error or inconclusive.
+Exit codes follow the run's verdict: 0 pass, 1 fail, 2 bad usage or target file, 3 error or
+inconclusive (or aborted), 4 refused by a guard.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
-from opsgate.config import LOCAL_TARGET, TargetError, load_target
+from opsgate.config import LOCAL_TARGET, TargetError
 from opsgate.environments.binaries import MissingBinary
 from opsgate.environments.launch import Launcher
 from opsgate.evidence.rundir import new_run_dir
 from opsgate.waits import WaitTimeout
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2, 3, 4
+VERDICT_TO_EXIT = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "error": EXIT_ERROR, "inconclusive": EXIT_ERROR,
+                   "aborted": EXIT_ERROR, "refused": EXIT_REFUSED}  # fmt: skip
 # pytest's exit codes → opsgate's: failed tests fail the gate; an interrupted, broken or empty run
 # proves nothing, so it is an error, never a pass.
 PYTEST_TO_OPSGATE = {0: EXIT_PASS, 1: EXIT_FAIL, 2: EXIT_ERROR, 3: EXIT_ERROR, 4: EXIT_USAGE, 5: EXIT_ERROR}
@@ -51,7 +57,8 @@ def main() -> None:
 def validate(target_file: Path) -> None:
     """Validate TARGET_FILE (with the current environment's variables)."""
     try:
-        target = load_target(target_file)
+        with tempfile.TemporaryDirectory() as scratch:  # a local target's addresses are placeholders here
+            target = Launcher(target_file, Path(scratch)).target
     except TargetError as exc:
         fail(exc.message)
     click.echo(f"{target_file}: ok ({target.name}, environment {target.environment}, provider {target.provider})")
@@ -116,16 +123,38 @@ def gate(target_file: Path | None, only: str | None) -> None:
         "--opsgate-run-dir", str(run_dir),
         f"--junitxml={run_dir / 'junit.xml'}",
         "-o", "junit_family=xunit1",
-        "-q", "-rfE",
+        "-v", "--no-header", "-rfE", "--tb=line",
         *PYTEST_SETTINGS,
     ]  # fmt: skip
     if only:
         args += ["-m", " or ".join(part.strip() for part in only.split(",") if part.strip())]
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     code = int(pytest.main(args))
-    verdict = PYTEST_TO_OPSGATE.get(code, EXIT_ERROR)
-    click.echo(f"opsgate: gate {'passed' if verdict == EXIT_PASS else 'did not pass'}; evidence in {run_dir}")
-    sys.exit(verdict)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        fail(
+            f"no checks were judged (pytest exit {code}); evidence in {run_dir}",
+            PYTEST_TO_OPSGATE.get(code, EXIT_ERROR),
+        )
+    summary = json.loads(summary_path.read_text())
+    print_table(summary)
+    click.echo(f"opsgate: verdict {summary['verdict'].upper()}; report: {run_dir / 'report.html'}")
+    sys.exit(VERDICT_TO_EXIT.get(summary["verdict"], EXIT_ERROR))
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    """One line per check, failures first: verdict, id, measured vs threshold."""
+    order = {"fail": 0, "error": 1, "inconclusive": 2, "aborted": 3, "refused": 4, "pass": 5}
+    click.echo("")
+    for check in sorted(summary["checks"], key=lambda c: (order.get(c["verdict"], 9), c["id"])):
+        measured = "" if check["measured"] is None else f"{check['measured']}"
+        threshold = (
+            "" if check["threshold"] is None else f" ({check['op']} {check['threshold']} {check['unit']})".rstrip()
+        )
+        line = f"  {check['verdict'].upper():<12} {check['id']:<48} {measured[:40]}{threshold}"
+        click.echo(line)
+        if check["verdict"] != "pass" and check["message"]:
+            click.echo(f"               {check['message'][:300]}")
 
 
 if __name__ == "__main__":

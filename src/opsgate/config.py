@@ -36,21 +36,35 @@ from pydantic_core import ErrorDetails
 __all__ = [
     "LOCAL_TARGET",
     "Auth",
+    "BrowserCheck",
+    "BrowserExpect",
+    "BrowserStep",
     "CommandControl",
     "Control",
     "Datastores",
+    "DrillLogs",
     "Duration",
     "Expect",
+    "Flow",
+    "FlowStep",
+    "FreshnessSpec",
+    "GateSpec",
     "HealthCheck",
+    "HttpSource",
+    "MetricSelector",
+    "MetricSource",
     "Metrics",
     "PlatformSpec",
+    "Poll",
     "Postgres",
     "ProcessControl",
     "QueueSpec",
     "RedisStore",
     "Service",
+    "Signing",
     "Target",
     "TargetError",
+    "Traffic",
     "load_target",
     "parse_duration",
     "parse_target",
@@ -274,6 +288,12 @@ class HealthCheck(_Section):
     expect: Expect = Expect()
     timeout: _PositiveDuration = 5.0
     """Seconds before the request counts as failed."""
+    window: Duration | None = None
+    """Probe repeatedly over this window (scaled by ``time_scale``) instead of once."""
+    every: _PositiveDuration = 5.0
+    """Seconds between probes within the window (scaled, floor 0.2 s)."""
+    max_failures: Annotated[int, _number(int, ge=0)] = 0
+    """Failed probes tolerated within the window ("fails at most once in 3 minutes" = 1)."""
     claim: _ClaimId | None = None
 
 
@@ -352,6 +372,216 @@ class Metrics(_Section):
     """A Prometheus server's base URL for PromQL; an empty value means none."""
 
 
+class MetricSelector(_Section):
+    """Samples of one metric, by sample name and a label subset; matching samples are summed."""
+
+    name: _Name
+    labels: dict[str, str] = {}
+
+
+class MetricSource(_Section):
+    """A number read from the ``metrics.scrape`` endpoints (summed across them, as Prometheus would).
+
+    Exactly one shape: ``name`` (a counter or gauge), ``numerator``/``denominator`` (a ratio of
+    two counters), or ``histogram`` with ``quantile``. Over a window, counters, ratios and
+    quantiles are computed from the *deltas* across the window, never from totals since start.
+    """
+
+    name: _Name | None = None
+    labels: dict[str, str] = {}
+    numerator: MetricSelector | None = None
+    denominator: MetricSelector | None = None
+    histogram: _Name | None = None
+    quantile: Annotated[float, _number(float, gt=0, le=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> MetricSource:
+        shapes = [
+            self.name is not None,
+            self.numerator is not None or self.denominator is not None,
+            self.histogram is not None or self.quantile is not None,
+        ]
+        if sum(shapes) != 1:
+            raise _FieldProblem("exactly one of name, numerator+denominator, histogram+quantile", self.model_dump())
+        if shapes[1] and (self.numerator is None or self.denominator is None):
+            raise _FieldProblem("both numerator and denominator", self.model_dump(exclude_none=True))
+        if shapes[2] and (self.histogram is None or self.quantile is None):
+            raise _FieldProblem("both histogram and quantile", self.model_dump(exclude_none=True))
+        return self
+
+    @property
+    def shape(self) -> Literal["value", "ratio", "quantile"]:
+        """Which of the three shapes this source has."""
+        if self.name is not None:
+            return "value"
+        return "ratio" if self.numerator is not None else "quantile"
+
+
+class HttpSource(_Section):
+    """A number read from a JSON field of an HTTP response (dotted path, e.g. ``quota.usage_ratio``)."""
+
+    service: _Name
+    path: Annotated[str, AfterValidator(_url_path)]
+    field: _Name
+    headers: dict[str, str] = {}
+
+
+class GateSpec(_Section):
+    """A probe compared with a threshold, once or over a window: "p95 < 1.5s for 5 minutes"."""
+
+    name: _Name
+    metric: MetricSource | None = None
+    http: HttpSource | None = None
+    sql: _Name | None = None
+    """A query returning one number, run on ``datastores.postgres``."""
+    promql: _Name | None = None
+    """An instant query on ``metrics.prometheus`` returning one number."""
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    threshold: Annotated[float, _number(float)]
+    unit: str = ""
+    """Unit of measured value and threshold, for the evidence (``s``, ``ratio``, ``count``...)."""
+    window: Duration | None = None
+    """Judge over this window (scaled by ``time_scale``) instead of at one instant."""
+    every: _PositiveDuration = 5.0
+    """Seconds between samples within the window (scaled, floor 0.2 s)."""
+    mode: Literal["every", "delta"] | None = None
+    """Over a window: every sample must pass (default for plain values), or judge the delta across it
+    (default for ratios and quantiles; use it for "increase of a counter")."""
+    max_failures: Annotated[int, _number(int, ge=0)] = 0
+    """Failing samples tolerated within the window (mode ``every``)."""
+    traffic: Traffic | None = None
+    """Synthetic traffic during the window (requires ``window``)."""
+    claim: _ClaimId | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GateSpec:
+        given = [k for k in ("metric", "http", "sql", "promql") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise _FieldProblem("exactly one source of metric, http, sql, promql", given or "none")
+        if self.mode == "delta" and not (self.metric is not None and self.window is not None):
+            raise _FieldProblem("mode 'delta' only with a metric source and a window", self.mode)
+        if self.traffic is not None and self.window is None:
+            raise _FieldProblem("a window for traffic to run in", "no window")
+        return self
+
+    @property
+    def judged_on_delta(self) -> bool:
+        """True when the verdict is computed from the change across the window."""
+        if self.window is None or self.metric is None:
+            return False
+        if self.mode is not None:
+            return self.mode == "delta"
+        return self.metric.shape != "value"
+
+
+class Signing(_Section):
+    """Sign the request body with HMAC-SHA256 into ``header`` as ``sha256=<hex>``."""
+
+    header: _Name
+    secret: _Name
+
+
+class Poll(_Section):
+    """Repeat a step until its expectation holds, within a deadline (scaled by ``time_scale``)."""
+
+    within: _PositiveDuration
+    every: _PositiveDuration = 0.2
+
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "json"', category=UserWarning)
+
+    class FlowStep(_Section):
+        """One HTTP request of a synthetic user flow; ``{name}`` in path, headers and body are variables."""
+
+        service: _Name = "api"
+        method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+        path: _Name
+        headers: dict[str, str] = {}
+        json: Any = None
+        sign: Signing | None = None
+        expect: Expect = Expect()
+        save: dict[str, str] = {}
+        """Variables to set from the JSON response: ``{variable: dotted.field}``."""
+        poll: Poll | None = None
+
+
+class Flow(_Section):
+    """A synthetic user flow: steps run in order, sharing saved variables; ``{uuid}`` is fresh per run."""
+
+    name: _Name
+    steps: Annotated[list[FlowStep], Field(min_length=1)]
+    claim: _ClaimId | None = None
+
+
+class Traffic(_Section):
+    """Synthetic requests sent at a fixed rate while a windowed gate samples, so an idle system has data."""
+
+    step: FlowStep
+    rate_per_s: Annotated[float, _number(float, gt=0, le=500)]
+
+
+class DrillLogs(_Section):
+    """Where drill logs of an environment are kept (markdown with front matter)."""
+
+    dir: _Name = "reports/drills"
+    environment: Literal["local", "staging", "production"]
+
+
+class FreshnessSpec(_Section):
+    """Evidence that must be recent: the newest backup, the newest passing drill log. Never scaled."""
+
+    name: _Name
+    metric: MetricSource | None = None
+    """A gauge holding a unix timestamp (e.g. ``backup_last_success_timestamp``)."""
+    http: HttpSource | None = None
+    """A JSON field holding a unix timestamp."""
+    drill_logs: DrillLogs | None = None
+    max_age: _PositiveDuration
+    """Oldest acceptable age, wall-clock seconds."""
+    claim: _ClaimId | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FreshnessSpec:
+        given = [k for k in ("metric", "http", "drill_logs") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise _FieldProblem("exactly one source of metric, http, drill_logs", given or "none")
+        return self
+
+
+class BrowserStep(_Section):
+    """One action in the browser: open a path, fill a field, or click."""
+
+    goto: str | None = None
+    fill: dict[str, str] | None = None
+    """``{css selector: value}``."""
+    click: str | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> BrowserStep:
+        if sum(x is not None for x in (self.goto, self.fill, self.click)) != 1:
+            raise _FieldProblem("exactly one of goto, fill, click", self.model_dump(exclude_none=True))
+        return self
+
+
+class BrowserExpect(_Section):
+    """Text the page must show at ``selector``: literal, or what the API says (``equals``)."""
+
+    selector: _Name
+    text: str | None = None
+    equals: HttpSource | None = None
+
+
+class BrowserCheck(_Section):
+    """A browser smoke test in headless Chromium: steps, then what the page must show."""
+
+    name: _Name
+    service: _Name = "api"
+    steps: Annotated[list[BrowserStep], Field(min_length=1)]
+    expect: list[BrowserExpect] = []
+    claim: _ClaimId | None = None
+
+
 class Auth(_Section):
     """Credentials synthetic checks use; empty values mean absent."""
 
@@ -383,6 +613,10 @@ class Target(_Section):
     queues: list[QueueSpec] = []
     metrics: Metrics = Metrics()
     auth: Auth | None = None
+    gates: list[GateSpec] = []
+    flows: list[Flow] = []
+    freshness: list[FreshnessSpec] = []
+    browser: list[BrowserCheck] = []
 
     _source: Path | None = PrivateAttr(default=None)
     _secret_env_values: frozenset[str] = PrivateAttr(default=frozenset())
@@ -423,9 +657,9 @@ class Target(_Section):
         """The file this target was loaded from, if any."""
         return self._source
 
-    def scaled(self, seconds: float) -> float:
-        """``seconds`` (a window, ``for:`` duration or deadline) compressed by ``time_scale``."""
-        return seconds * self.time_scale
+    def scaled(self, seconds: float, floor_s: float = 0.0) -> float:
+        """``seconds`` (a window, ``for:`` duration or deadline) compressed by ``time_scale``, not below ``floor_s``."""
+        return max(floor_s, seconds * self.time_scale)
 
     @property
     def secret_values(self) -> frozenset[str]:
@@ -789,3 +1023,6 @@ def _secrets_in(data: object, environ: Mapping[str, str], secret_names: Sequence
         if "://" in value:
             secrets.update(p for p in _url_passwords(value) if len(p) >= 4)
     return sorted(secrets, key=len, reverse=True)
+
+
+GateSpec.model_rebuild()

@@ -7,8 +7,12 @@ and the session's end stops it, also on Ctrl-C and SIGTERM.
 
 from __future__ import annotations
 
+import platform
 import signal
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Generator
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
@@ -17,7 +21,12 @@ import pytest
 from opsgate.config import LOCAL_TARGET, HealthCheck, Target, TargetError
 from opsgate.environments.launch import Launcher, Provisioned
 from opsgate.environments.local import LocalEnvironment
+from opsgate.evidence import html
+from opsgate.evidence.recorder import Recorder, record_from_report
+from opsgate.evidence.records import CheckRecord
+from opsgate.evidence.redact import Redactor
 from opsgate.evidence.rundir import new_run_dir
+from opsgate.evidence.summary import RunSummary
 
 MARKERS = {
     "smoke": "fast read-only checks that the target is up and answering",
@@ -35,6 +44,8 @@ class OpsgateSession:
         self._launcher: Launcher | None = None
         self._provisioned: Provisioned | None = None
         self._previous_sigterm: object = None
+        self.records: list[CheckRecord] = []
+        self.started_at = time.time()
 
     @property
     def target_path(self) -> Path:
@@ -69,12 +80,46 @@ class OpsgateSession:
             self._provisioned = self.launcher.start()
         return self._provisioned
 
+    def run_info(self) -> dict[str, str]:
+        """Environment facts for the evidence: versions, git sha, target file, time scale."""
+        target = self.launcher.target
+        return {
+            "target file": str(self.target_path),
+            "provider": target.provider,
+            "time scale": f"{target.time_scale:g}",
+            "opsgate version": metadata.version("opsgate"),
+            "git sha": git_sha(),
+            "python": platform.python_version(),
+            "pytest": pytest.__version__,
+        }
+
+    def write_evidence(self) -> None:
+        """summary.json and report.html for the checks recorded in this session (if any)."""
+        if not self.records or self._launcher is None:
+            return
+        target = self._launcher.target
+        summary = RunSummary(target.name, target.environment, self.started_at, time.time(), self.records)
+        summary.info = self.run_info()
+        summary.write(self.run_dir / "summary.json")
+        (self.run_dir / "report.html").write_text(html.render(summary))
+
     def close(self) -> None:
-        """Stop what this session started."""
+        """Stop what this session started, then redact the run's artifacts."""
         if self._launcher is not None:
             self._launcher.stop()
+            if self._provisioned is not None or self.records:
+                Redactor(self._launcher.target.secret_values).tree(self.run_dir)
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)  # type: ignore[arg-type]
+
+
+def git_sha() -> str:
+    """The git commit of the working directory, or 'unknown'."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -116,6 +161,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         session.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Turn each finished test that uses ``evidence`` into a check record of the run."""
+    report = yield
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is not None and "evidence" in getattr(item, "fixturenames", ()):
+        record = record_from_report(item, report)
+        if record is not None:
+            session.records.append(record)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    opsgate_session = session.config.stash.get(SESSION_KEY, None)
+    if opsgate_session is not None:
+        opsgate_session.write_evidence()
+
+
 def health_checks(target: Target) -> list[tuple[str, str, HealthCheck]]:
     """(id, service url, check) for every health check of every service, in file order."""
     return [
@@ -125,16 +190,33 @@ def health_checks(target: Target) -> list[tuple[str, str, HealthCheck]]:
     ]
 
 
+def datastore_names(target: Target) -> list[str]:
+    """The datastores the target declares."""
+    return [name for name in ("postgres", "redis") if getattr(target.datastores, name) is not None]
+
+
+PARAMETRISED = {
+    "queue_name": lambda t: [q.name for q in t.queues],
+    "gate_name": lambda t: [g.name for g in t.gates],
+    "flow_name": lambda t: [f.name for f in t.flows],
+    "freshness_name": lambda t: [f.name for f in t.freshness],
+    "browser_check_name": lambda t: [b.name for b in t.browser],
+    "datastore_name": datastore_names,
+}
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise target-driven tests from the target file, with readable ids."""
     if "health_check" in metafunc.fixturenames:
         session = metafunc.config.stash[SESSION_KEY]
         rows = health_checks(session.launcher.target)
         metafunc.parametrize("health_check", [row[0] for row in rows], ids=[row[0] for row in rows])
-    if "queue_name" in metafunc.fixturenames:
-        session = metafunc.config.stash[SESSION_KEY]
-        names = [queue.name for queue in session.launcher.target.queues]
-        metafunc.parametrize("queue_name", names, ids=names)
+    target = None
+    for fixture, section in PARAMETRISED.items():
+        if fixture in metafunc.fixturenames:
+            target = target or metafunc.config.stash[SESSION_KEY].launcher.target
+            names = section(target)
+            metafunc.parametrize(fixture, names, ids=names)
 
 
 @pytest.fixture(scope="session")
@@ -150,9 +232,20 @@ def opsgate_run_dir(opsgate_session: OpsgateSession) -> Path:
 
 
 @pytest.fixture(scope="session")
-def target(opsgate_session: OpsgateSession) -> Iterator[Target]:
+def target(opsgate_session: OpsgateSession, record_testsuite_property: Callable[[str, object], None]) -> Target:
     """The target under test, started first when it is the local reference platform."""
-    yield opsgate_session.provisioned().target
+    provisioned = opsgate_session.provisioned().target
+    record_testsuite_property("target", provisioned.name)
+    record_testsuite_property("environment", provisioned.environment)
+    for key in ("git sha", "opsgate version", "time scale"):
+        record_testsuite_property(key.replace(" ", "_"), opsgate_session.run_info()[key])
+    return provisioned
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest, opsgate_session: OpsgateSession) -> Recorder:
+    """This check's evidence recorder: ``evidence.conclude(record)`` records and fails unless it passed."""
+    return Recorder(request.node, opsgate_session.run_dir)
 
 
 @pytest.fixture(scope="session")

@@ -161,7 +161,7 @@ async def test_do_not_contact_matches_any_format(api: httpx.AsyncClient, new_ten
 async def test_inbound_stop_opts_the_sender_out(
     api: httpx.AsyncClient, sandbox: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
-    number = f"+614{uuid.uuid4().int % 10**8:08d}"
+    number = f"+61412{uuid.uuid4().int % 10**6:06d}"  # 0412 xxx xxx: always a valid AU mobile
     tenant = await new_tenant(region="AU", sending_number=number)
     before = metric_value((await api.get("/metrics")).text, "optouts_total", {"tenant": tenant["id"]})
     relayed = await sandbox.post("/control/inbound", json={"from": "0412 000 111", "to": number, "body": " stop "})

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -161,24 +161,10 @@ async def readyz(request: Request) -> Response:
     """200 only when PostgreSQL and Redis answer; the worker's heartbeat is reported, not required."""
     c = ctx(request)
     checks: dict[str, dict[str, Any]] = {}
-
-    started = time.perf_counter()
-    try:
-        async with c.db.connection(timeout_s=1.0) as conn:
-            await conn.execute("SELECT 1")
-        checks["postgres"] = {"ok": True}
-    except ApiError as exc:
-        checks["postgres"] = {"ok": False, "error": exc.detail}
-    checks["postgres"]["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
-
-    started = time.perf_counter()
-    try:
-        await c.queues.client.ping()
-        checks["redis"] = {"ok": True}
-    except Exception as exc:
-        checks["redis"] = {"ok": False, "error": type(exc).__name__}
-    checks["redis"]["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
-
+    if not c.defect("readiness-always-ok"):
+        checks["postgres"] = await _timed_check(_postgres_ok(c))
+        if not c.defect("readiness-ignores-redis"):
+            checks["redis"] = await _timed_check(_redis_ok(c))
     try:
         age = await c.queues.heartbeat_age_s()
     except Exception:
@@ -188,17 +174,34 @@ async def readyz(request: Request) -> Response:
         "heartbeat_age_s": None if age is None else round(age, 3),
         "required": False,
     }
-
-    required = ["postgres", "redis"]
-    if c.defect("readiness-always-ok"):
-        required = []
-    elif c.defect("readiness-ignores-redis"):
-        required = ["postgres"]
-    failing = [name for name in required if not checks[name]["ok"]]
-    body = {"ready": not failing, "checks": checks}
+    failing = [name for name in ("postgres", "redis") if name in checks and not checks[name]["ok"]]
+    body: dict[str, Any] = {"ready": not failing, "checks": checks}
     if failing:
         body["failing"] = failing
     return JSONResponse(body, status_code=503 if failing else 200)
+
+
+async def _postgres_ok(c: ApiContext) -> None:
+    async with c.db.connection(timeout_s=1.0) as conn:
+        await conn.execute("SELECT 1")
+
+
+async def _redis_ok(c: ApiContext) -> None:
+    await c.queues.client.ping()
+
+
+async def _timed_check(probe: Awaitable[None]) -> dict[str, Any]:
+    """Run one readiness probe: ``{"ok": bool, "latency_ms": ms[, "error": text]}``."""
+    started = time.perf_counter()
+    result: dict[str, Any] = {"ok": True}
+    try:
+        await probe
+    except ApiError as exc:
+        result = {"ok": False, "error": exc.detail}
+    except Exception as exc:
+        result = {"ok": False, "error": type(exc).__name__}
+    result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return result
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -488,10 +491,14 @@ async def activate_tenant(request: Request) -> Response:
 
 
 async def get_tenant(request: Request) -> Response:
+    """A tenant's settings and sending state: for admins, and for the tenant itself (``/v1/tenants/{id}``)."""
     c = ctx(request)
     tenant_id = parse_uuid(request.path_params["tenant_id"], "tenant")
     async with c.db.connection() as conn:
-        await require_admin(conn, request)
+        if request.url.path.startswith("/v1/"):
+            await require_tenant(conn, request, tenant_id)
+        else:
+            await require_admin(conn, request)
         cur = await conn.execute(
             "SELECT id::text, name, status, paused, plan, region, timezone, daily_budget_cents"
             " FROM tenants WHERE id = %s",
@@ -501,7 +508,9 @@ async def get_tenant(request: Request) -> Response:
     if row is None:
         raise ApiError(404, "NOT_FOUND", "no such tenant")
     keys = ("id", "name", "status", "paused", "plan", "region", "timezone", "daily_budget_cents")
-    return JSONResponse(dict(zip(keys, row, strict=True)))
+    tenant = dict(zip(keys, row, strict=True))
+    tenant["sending_state"] = admin_page.TenantRow(row[0], row[1], row[2], row[3]).sending_state
+    return JSONResponse(tenant)
 
 
 async def create_tenant(request: Request) -> Response:
@@ -625,6 +634,26 @@ async def billing_webhook(request: Request) -> Response:
                 await conn.execute("DELETE FROM billing_webhook_events WHERE event_id = %s", (event.id,))
             raise ApiError(503, "QUEUE_UNAVAILABLE", f"Redis: {type(exc).__name__}") from None
     return JSONResponse({"event_id": event.id, "status": "pending"}, status_code=202)
+
+
+async def billing_event_status(request: Request) -> Response:
+    """Where a billing webhook is: pending, processed or failed (seed 002 "inspect billing_webhook_events")."""
+    c = ctx(request)
+    async with c.db.connection() as conn:
+        await require_admin(conn, request)
+        cur = await conn.execute(
+            "SELECT event_id, event_type, status, attempts, last_error, received_at, processed_at"
+            " FROM billing_webhook_events WHERE event_id = %s",
+            (request.path_params["event_id"],),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise ApiError(404, "NOT_FOUND", "no such billing event")
+    keys = ("event_id", "type", "status", "attempts", "last_error")
+    body: dict[str, Any] = dict(zip(keys, row[:5], strict=True))
+    body["received_at"] = row[5].isoformat()
+    body["processed_at"] = row[6].isoformat() if row[6] else None
+    return JSONResponse(body)
 
 
 async def inbound_reply(request: Request) -> Response:
@@ -787,6 +816,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/v1/tenants/{tenant_id}/messages", send_message, methods=["POST"]),
         Route("/v1/tenants/{tenant_id}/do-not-contact", add_dnc, methods=["POST"]),
         Route("/v1/messages/{message_id}", get_message),
+        Route("/v1/tenants/{tenant_id}", get_tenant),
         Route("/tenants/{tenant_id}", get_tenant),
         Route("/tenants/{tenant_id}/pause", pause_tenant, methods=["POST"]),
         Route("/tenants/{tenant_id}/resume", resume_tenant, methods=["POST"]),
@@ -802,6 +832,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/admin/backups", force_backup, methods=["POST"]),
         Route("/backups/latest", latest_backup),
         Route("/billing/webhooks/sandbox", billing_webhook, methods=["POST"]),
+        Route("/billing/webhooks/events/{event_id}", billing_event_status),
         Route("/webhooks/provider/inbound", inbound_reply, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: handle_api_error})

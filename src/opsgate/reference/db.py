@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 MIGRATION_LOCK_ID = 740_221_001
@@ -21,8 +19,9 @@ DEMO_TENANTS: tuple[dict[str, Any], ...] = (
         "name": "acme",
         "region": "AU",
         "timezone": "Australia/Sydney",
-        "quiet_hours_start": 21,
-        "quiet_hours_end": 9,
+        # No quiet hours on the demo tenant: synthetic checks send through it at any hour.
+        "quiet_hours_start": None,
+        "quiet_hours_end": None,
         "sending_number": "+61400000001",
     },
     {
@@ -137,13 +136,3 @@ async def set_setting(conn: psycopg.AsyncConnection[Any], key: str, value: Any) 
         " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
         (key, Jsonb(value)),
     )
-
-
-def dict_cursor_kwargs() -> dict[str, Any]:
-    """Keyword arguments for a cursor returning dict rows."""
-    return {"row_factory": dict_row}
-
-
-def dumps(value: Any) -> str:
-    """JSON text of ``value`` for logs (ensure_ascii off)."""
-    return json.dumps(value, ensure_ascii=False, default=str)

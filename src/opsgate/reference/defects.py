@@ -23,13 +23,13 @@ CATALOGUE: dict[str, Defect] = {
     for d in (
         Defect(
             "readiness-ignores-redis",
-            "api /readyz answers 200 ready=true without checking Redis",
-            "health[api:/readyz] during a Redis outage",
+            "api /readyz does not check Redis: 200 ready=true even when Redis is down",
+            "health[api:/readyz] (its body lacks checks.redis) and the Redis-outage drill",
         ),
         Defect(
             "readiness-always-ok",
             "api /readyz answers 200 ready=true without checking anything",
-            "health[api:/readyz] during a PostgreSQL or Redis outage",
+            "health[api:/readyz] (its body lacks the dependency checks) and the outage drills",
         ),
         Defect(
             "worker-acks-without-send",

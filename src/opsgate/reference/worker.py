@@ -133,6 +133,19 @@ class WorkerApp:
         message_id = str(job.data["message_id"])
         s = self.settings
         async with self.db.connection() as conn:
+            cur = await conn.execute("SELECT tenant_id::text FROM messages WHERE id = %s", (message_id,))
+            found = await cur.fetchone()
+            if found is None:
+                return "unknown-message"
+            # The kill switch is checked before the claim, so a held message stays 'queued' throughout.
+            if await self._tenant_blocked(conn, found[0]) and not self.defect("kill-switch-ignored"):
+                recheck_s = s.tenant_cache_ttl_s
+                await conn.execute(
+                    "UPDATE messages SET next_attempt_at = now() + make_interval(secs => %s)"
+                    " WHERE id = %s AND status IN ('queued', 'failed')",
+                    (recheck_s, message_id),
+                )
+                await self._delay(job, token, recheck_s)
             cur = await conn.execute(
                 "UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_at = now(),"
                 " next_attempt_at = now() WHERE id = %s AND (status IN ('queued', 'failed')"
@@ -144,14 +157,6 @@ class WorkerApp:
             if row is None:
                 return "not-claimable"  # delivered, dead, or being sent by someone else
             tenant_id, channel, recipient, body, attempts = row
-            if await self._tenant_blocked(conn, tenant_id) and not self.defect("kill-switch-ignored"):
-                recheck_s = s.tenant_cache_ttl_s
-                await conn.execute(
-                    "UPDATE messages SET status = 'queued', attempts = attempts - 1,"
-                    " next_attempt_at = now() + make_interval(secs => %s) WHERE id = %s",
-                    (recheck_s, message_id),
-                )
-                await self._delay(job, token, recheck_s)
 
         if self.defect("worker-acks-without-send"):
             result = provider_client.SendResult(ok=True, provider_id="ack-without-send")

@@ -1,0 +1,114 @@
+"""Synthetic user flows: HTTP steps sharing saved variables, polled until they hold, with a ground truth."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from opsgate.config import Flow, FlowStep, Target
+from opsgate.probes.http import HttpObservation, json_field, request, subset_mismatch
+from opsgate.probes.sources import service_url
+from opsgate.reference.signing import sign
+
+_VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+STEP_TIMEOUT_S = 10.0
+
+
+class FlowFailed(Exception):
+    """A step's expectation did not hold; the message names the step and what differed."""
+
+
+@dataclass
+class FlowRun:
+    """What a flow did: one line per step (method, path, status, ms) and the variables it saved."""
+
+    steps: list[str] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+
+def fill(template: Any, variables: dict[str, str]) -> Any:
+    """Replace ``{name}`` in every string of ``template`` (nested too); an unknown name is an error."""
+    if isinstance(template, str):
+
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in variables:
+                raise FlowFailed(f"unknown variable {{{name}}} (saved so far: {', '.join(variables) or 'none'})")
+            return variables[name]
+
+        return _VARIABLE.sub(value, template)
+    if isinstance(template, dict):
+        return {k: fill(v, variables) for k, v in template.items()}
+    if isinstance(template, list):
+        return [fill(v, variables) for v in template]
+    return template
+
+
+def _problem(step: FlowStep, observed: HttpObservation) -> str | None:
+    if observed.status != step.expect.status:
+        return f"expected status {step.expect.status}, got {observed.status}: {observed.text[:200]}"
+    if step.expect.json is not None:
+        return subset_mismatch(step.expect.json, observed.json)
+    return None
+
+
+async def send_step(
+    client: httpx.AsyncClient, target: Target, step: FlowStep, variables: dict[str, str]
+) -> HttpObservation:
+    """Send one step's request with ``variables`` filled in (and ``{uuid}`` fresh for this request)."""
+    variables = {"uuid": uuid.uuid4().hex, **variables}
+    url = service_url(target, step.service) + fill(step.path, variables)
+    headers = {k: fill(v, variables) for k, v in step.headers.items()}
+    content: bytes | None = None
+    if step.json is not None:
+        content = json.dumps(fill(step.json, variables)).encode()
+        headers.setdefault("content-type", "application/json")
+    if step.sign is not None:
+        headers[step.sign.header] = sign(step.sign.secret, content or b"")
+    return await request(client, step.method, url, timeout_s=STEP_TIMEOUT_S, headers=headers, content=content)
+
+
+async def run_flow(client: httpx.AsyncClient, target: Target, flow: Flow) -> FlowRun:
+    """Run every step in order; raises :class:`FlowFailed` (or ProbeError) at the first broken step."""
+    run = FlowRun(variables={"uuid": uuid.uuid4().hex})
+    started = time.monotonic()
+    for index, step in enumerate(flow.steps):
+        label = f"step {index + 1} ({step.method} {fill(step.path, run.variables)})"
+        problem: str | None = None
+        if step.poll is None:
+            observed = await send_step(client, target, step, run.variables)
+            problem = _problem(step, observed)
+        else:
+            within = target.scaled(step.poll.within, floor_s=1.0)
+            every = target.scaled(step.poll.every, floor_s=0.05)
+            deadline = time.monotonic() + within
+            polls = 0
+            for _ in range(int(within / every) + 2):
+                polls += 1
+                observed = await send_step(client, target, step, run.variables)
+                problem = _problem(step, observed)
+                if problem is None or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(every)
+            if problem is not None:
+                problem = f"still not met after {within:.1f}s ({polls} polls): {problem}"
+        run.steps.append(
+            f"{step.method} {fill(step.path, run.variables)} → {observed.status} ({observed.latency_ms:.0f} ms)"
+        )
+        if problem is not None:
+            raise FlowFailed(f"{label}: {problem}")
+        for name, dotted in step.save.items():
+            try:
+                run.variables[name] = str(json_field(observed.json, dotted))
+            except KeyError as exc:
+                raise FlowFailed(f"{label}: cannot save {name}: {exc.args[0]}") from None
+    run.duration_s = time.monotonic() - started
+    return run
