@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from helpers import BACKUP_INTERVAL_S, TIME_SCALE, NewTenant
 from opsgate.environments.local import LocalEnvironment
-
-TIME_SCALE = 0.02
-BACKUP_INTERVAL_S = 3.0
-NewTenant = Callable[..., Awaitable[dict[str, Any]]]
 
 
 @pytest.fixture(scope="session")

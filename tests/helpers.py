@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+
+TIME_SCALE = 0.02
+BACKUP_INTERVAL_S = 3.0
+NewTenant = Callable[..., Awaitable[dict[str, Any]]]
 
 
 async def poll(
@@ -79,3 +84,12 @@ def backup_tables(path: str) -> set[str]:
         [str(postgres_bin_dir() / "pg_restore"), "--list", path], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     return {line.split()[-2] for line in listing.splitlines() if " TABLE DATA " in line}
+
+
+def fixed_offset_zone(local_hour: int) -> str:
+    """An Etc/GMT zone in which it is now ``local_hour`` o'clock (Etc/GMT signs are inverted)."""
+    utc_hour = datetime.datetime.now(datetime.UTC).hour
+    offset = (local_hour - utc_hour) % 24
+    if offset > 14:
+        offset -= 24
+    return "Etc/GMT" + (f"{-offset:+d}" if offset else "")

@@ -51,7 +51,17 @@ def test_local_target_loads() -> None:
     assert liveness.expect.json == {"status": "ok"}
     assert liveness.expect.max_latency_ms == 200
     assert liveness.claim == "seed-004.health.api-liveness"
-    assert api.health[2].expect.json == {"ready": True}
+    assert api.health[2].expect.json == {"ready": True, "checks": {"postgres": {"ok": True}, "redis": {"ok": True}}}
+    assert [g.name for g in target.gates] == [
+        "api-p95",
+        "send-message-p95",
+        "api-error-ratio",
+        "db-pool",
+        "provider-quota",
+    ]
+    assert target.gates[0].judged_on_delta and not target.gates[3].judged_on_delta
+    assert [f.name for f in target.flows] == ["send-sms-delivered", "billing-webhook-processed"]
+    assert target.freshness[0].max_age == 86400 and target.browser[0].name == "admin-kill-switch-state"
     assert isinstance(target.services["worker"].control, ProcessControl)
     assert [(q.name, q.max_waiting) for q in target.queues] == [("send-messages", 100), ("billing-webhooks", 50)]
     assert target.metrics.scrape == ["http://127.0.0.1:8001/metrics", "http://127.0.0.1:8002/metrics"]

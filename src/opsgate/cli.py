@@ -107,7 +107,8 @@ def up(target_file: Path | None, defects: str | None) -> None:
 @main.command()
 @click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: embedded)")
 @click.option("--only", default=None, help="comma-separated markers to run, e.g. smoke,health")
-def gate(target_file: Path | None, only: str | None) -> None:
+@click.option("--match", "match", default=None, help="run only checks whose id matches (pytest -k expression)")
+def gate(target_file: Path | None, only: str | None, match: str | None) -> None:
     """Run the pre-promotion gate and write evidence; exit 0 only if every gate passed."""
     import pytest
 
@@ -128,6 +129,8 @@ def gate(target_file: Path | None, only: str | None) -> None:
     ]  # fmt: skip
     if only:
         args += ["-m", " or ".join(part.strip() for part in only.split(",") if part.strip())]
+    if match:
+        args += ["-k", match]
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     code = int(pytest.main(args))
     summary_path = run_dir / "summary.json"

@@ -97,7 +97,7 @@ async def judge(
     Unreachable (a :class:`ProbeError`) is a failing sample; no data at all is inconclusive.
     """
     record = _record(record_id, kind, rule, claim, time.time())
-    count = 1 if window_s is None else min(MAX_SAMPLES, max(2, math.floor(window_s / every_s) + 1))
+    count = 1 if window_s is None else min(MAX_SAMPLES, max(2, math.floor(window_s / every_s + 1e-9) + 1))
     started = time.monotonic()
     for index in range(count):
         if index:
@@ -125,7 +125,11 @@ async def judge(
         )
     else:
         record.verdict = "pass"
-        record.message = f"worst {_fmt(rule.worst(values), rule.unit)}{span}, within {rule.describe()}"
+        record.message = f"worst {_fmt(rule.worst(values), rule.unit)}{span}"
+        if failures:
+            record.message += f"; {len(failures)} sample(s) broke {rule.describe()}, {max_failures} allowed"
+        else:
+            record.message += f", within {rule.describe()}"
     return record
 
 
@@ -149,7 +153,7 @@ async def judge_delta(
     record = _record(record_id, kind, rule, claim, time.time())
     try:
         first = await snapshot()
-        count = min(MAX_SAMPLES, max(1, math.floor(window_s / every_s)))
+        count = min(MAX_SAMPLES, max(1, math.floor(window_s / every_s + 1e-9)))
         started = time.monotonic()
         result = Measure(None, "window not sampled")
         for index in range(1, count + 1):

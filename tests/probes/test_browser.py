@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +43,31 @@ def resolve(api: httpx.AsyncClient, admin_headers: dict[str, str]) -> Resolve:
     return read
 
 
+Pages = dict[str, tuple[int, dict[str, str], str]]
+
+
 @pytest.fixture
-def static_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A plain HTTP server on 127.0.0.1 serving a scratch directory: (base URL, directory)."""
-    root = tmp_path / "site"
-    root.mkdir()
-    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def site() -> Iterator[tuple[str, Pages]]:
+    """A tiny HTTP server on 127.0.0.1: (base URL, pages to fill as ``{path: (status, headers, body)}``)."""
+    pages: Pages = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, headers, body = pages.get(self.path, (404, {}, "not found"))
+            self.send_response(status)
+            for name, value in {"Content-Type": "text/html; charset=utf-8", **headers}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
+        yield f"http://127.0.0.1:{server.server_address[1]}", pages
     finally:
         server.shutdown()
         server.server_close()
@@ -227,10 +239,10 @@ document.getElementById("go").addEventListener("click", () => {
 
 
 async def test_typed_values_never_leave_through_the_result(
-    static_site: tuple[str, Path], resolve: Resolve, shared_browser: Browser, tmp_path: Path
+    site: tuple[str, Pages], resolve: Resolve, shared_browser: Browser, tmp_path: Path
 ) -> None:
-    base_url, root = static_site
-    (root / "echo.html").write_text(ECHO_PAGE)
+    base_url, pages = site
+    pages["/echo.html"] = (200, {}, ECHO_PAGE)
     secret = "s3cr&t pass/word"
     check = BrowserCheck.model_validate(
         {
@@ -248,6 +260,37 @@ async def test_typed_values_never_leave_through_the_result(
     assert "[data-testid=echo]: page shows 'you typed ***', expected 'nothing'" in result.problems
     assert_no_secret(result, secret)
     assert "s3cr%26t" not in repr(result)
+
+
+async def test_redirects_out_of_the_origin_are_stopped_too(
+    site: tuple[str, Pages],
+    sentinel: tuple[int, list[bytes]],
+    resolve: Resolve,
+    shared_browser: Browser,
+    tmp_path: Path,
+) -> None:
+    # Playwright's routes only see a redirect chain's first URL; both hops here start same-origin.
+    base_url, pages = site
+    port, seen = sentinel
+    pages["/out"] = (302, {"Location": f"http://127.0.0.1:{port}/landed"}, "")
+    pages["/home"] = (200, {}, "<!doctype html><title>home</title><img src='/out'><p id='x'>home</p>")
+    outside = f"http://127.0.0.1:{port}/landed"
+    for first, problems in [
+        ("/home", [f"request left the page's origin: {outside}"]),
+        (
+            "/out",
+            [f"request left the page's origin: {outside}", "step 1 (goto /out): Page.goto: net::ERR_BLOCKED_BY_CLIENT"],
+        ),
+    ]:
+        check = BrowserCheck.model_validate({"name": "redirect", "steps": [{"goto": first}]})
+        result = await run_browser_check(
+            check, base_url, screenshot=tmp_path / "r.png", resolve=resolve, browser=shared_browser, timeout_s=5
+        )
+        assert result.blocked_requests == [outside]
+        assert [p.split(" at http")[0] for p in result.problems] == problems
+        assert result.console_errors == []
+    await asyncio.sleep(0.2)
+    assert seen == [], "nothing reached the other origin"
 
 
 # --- local files ------------------------------------------------------------------------------

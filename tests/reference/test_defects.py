@@ -13,10 +13,8 @@ from contextlib import contextmanager
 import httpx
 import psycopg
 import pytest
-from test_platform import fixed_offset_zone
 
-from conftest import BACKUP_INTERVAL_S, NewTenant
-from helpers import backup_tables, deliveries, message_status, poll
+from helpers import BACKUP_INTERVAL_S, NewTenant, backup_tables, deliveries, fixed_offset_zone, message_status, poll
 from opsgate.environments.local import LocalEnvironment
 from opsgate.reference.defects import CATALOGUE
 from opsgate.reference.settings import SettingsError, from_environ

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import uuid
 
@@ -12,8 +11,7 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import NewTenant
-from helpers import backup_tables, deliveries, message_status, metric_value, poll
+from helpers import NewTenant, backup_tables, deliveries, fixed_offset_zone, message_status, metric_value, poll
 from opsgate.environments.local import LocalEnvironment
 from opsgate.reference.signing import sign
 
@@ -26,15 +24,6 @@ def sms(to: str = "+61412345678", **extra: object) -> dict[str, object]:
 
 async def send(api: httpx.AsyncClient, tenant: dict[str, object], body: dict[str, object]) -> httpx.Response:
     return await api.post(f"/v1/tenants/{tenant['id']}/messages", json=body, headers=tenant["headers"])  # type: ignore[arg-type]
-
-
-def fixed_offset_zone(local_hour: int) -> str:
-    """An Etc/GMT zone in which it is now ``local_hour`` o'clock (Etc/GMT signs are inverted)."""
-    utc_hour = dt.datetime.now(dt.UTC).hour
-    offset = (local_hour - utc_hour) % 24
-    if offset > 14:
-        offset -= 24
-    return "Etc/GMT" + (f"{-offset:+d}" if offset else "")
 
 
 # --- health and metrics -------------------------------------------------------------------------

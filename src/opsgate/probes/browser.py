@@ -2,9 +2,13 @@
 
 Every request is routed: the page may talk to its own origin only (for a local file: ``file://``
 and ``data:``); anything else is aborted and reported, so a check never leaks a request to a
-third party. Console errors, uncaught page errors and error pages become problems. Every wait is
-bounded by the check's time budget; a timeout is a problem naming the step, never a hang. Values
-typed into fields (passwords) are masked in everything a result carries, and in the screenshot.
+third party. Playwright's routes see only the first URL of a redirect chain, so a second guard
+(Chromium's own request interception, per page) stops redirect hops out of the origin too, and a
+response from another origin that still got through is reported as not stopped.
+
+Console errors, uncaught page errors and error pages become problems. Every wait is bounded by the
+check's time budget; a timeout is a problem naming the step, never a hang. Values typed into
+fields (passwords) are masked in everything a result carries, and in the screenshot.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from playwright.async_api import (
@@ -178,6 +183,7 @@ class _Watch:
         spellings = {spelling for s in secrets if s for spelling in (s, quote(s, safe=""), quote_plus(s))}
         self._secrets = sorted(spellings, key=len, reverse=True)
         self._reported_urls: set[str] = set()
+        self._leaked: set[str] = set()
         self.problems: list[str] = []
         self.console_errors: list[str] = []
         self.blocked: list[str] = []
@@ -199,10 +205,31 @@ class _Watch:
         await context.route("**/*", self._route)
         await context.route_web_socket(re.compile(r".*"), self._route_web_socket)
 
-    def listen(self, page: Page) -> None:
+    async def listen(self, page: Page) -> None:
+        """Collect the page's errors and guard its redirect hops (also for pages it opens later)."""
         page.on("console", self._console)
         page.on("pageerror", self._page_error)
         page.on("response", self._response)
+        page.on("popup", self.listen)
+        await self._guard(page)
+
+    async def _guard(self, page: Page) -> None:
+        """Intercept every request of ``page`` in Chromium, redirect hops included, and fail those leaving."""
+        session = await page.context.new_cdp_session(page)
+
+        async def paused(event: dict[str, Any]) -> None:
+            url = str(event["request"]["url"])
+            with suppress(PlaywrightError):  # the session ends with the page
+                if self._allowed(url):
+                    await session.send("Fetch.continueRequest", {"requestId": event["requestId"]})
+                else:
+                    self._block(url)
+                    await session.send(
+                        "Fetch.failRequest", {"requestId": event["requestId"], "errorReason": "BlockedByClient"}
+                    )
+
+        session.on("Fetch.requestPaused", paused)
+        await session.send("Fetch.enable", {"patterns": [{"urlPattern": "*", "requestStage": "Request"}]})
 
     async def _route(self, route: Route) -> None:
         url = route.request.url
@@ -231,8 +258,10 @@ class _Watch:
     def _console(self, message: ConsoleMessage) -> None:
         if message.type != "error":
             return
-        # Chromium logs each aborted request and each error page again; both are reported already.
-        if message.text.startswith("Failed to load resource") and message.location.get("url") in self._reported_urls:
+        # Chromium logs each blocked request and each error page again; both are reported already.
+        if message.text.startswith("Failed to load resource") and (
+            "ERR_BLOCKED_BY_CLIENT" in message.text or message.location.get("url") in self._reported_urls
+        ):
             return
         text = self.redact(message.text)
         self.console_errors.append(text)
@@ -244,6 +273,9 @@ class _Watch:
         self.problem(f"uncaught page error: {text}")
 
     def _response(self, response: Response) -> None:
+        if not self._allowed(response.url) and response.url not in self._leaked:
+            self._leaked.add(response.url)
+            self.problem(f"request left the page's origin and was not stopped: {self.redact(response.url)}")
         request = response.request
         if not request.is_navigation_request() or request.frame.parent_frame is not None:
             return
@@ -277,7 +309,7 @@ async def _page(browser: Browser | None, watch: _Watch) -> AsyncIterator[Page]:
         stack.push_async_callback(_close, context)
         await watch.attach(context)
         page = await context.new_page()
-        watch.listen(page)
+        await watch.listen(page)
         yield page
 
 
