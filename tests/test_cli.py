@@ -109,3 +109,21 @@ def test_up_prints_addresses_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert [pid for pid in pids if alive(pid)] == []
+
+
+def test_checks_folder_collects_the_suite_with_readable_ids(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "checks/", "--collect-only", "-q", "-p", "no:cacheprovider",
+         "--opsgate-run-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    for check_id in ("test_health[api:/readyz]", "test_queue[billing-webhooks]", "test_gate[api-p95]",
+                     "test_flow[send-sms-delivered]", "test_browser[admin-kill-switch-state]"):  # fmt: skip
+        assert check_id in result.stdout
+    destructive = subprocess.run(
+        [sys.executable, "-m", "pytest", "checks/", "--collect-only", "-q", "-p", "no:cacheprovider", "-m",
+         "destructive", "--opsgate-run-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert "test_flow[send-sms-delivered]" in destructive.stdout and "test_health" not in destructive.stdout

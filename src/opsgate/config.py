@@ -436,6 +436,9 @@ class GateSpec(_Section):
     """A query returning one number, run on ``datastores.postgres``."""
     promql: _Name | None = None
     """An instant query on ``metrics.prometheus`` returning one number."""
+    redis_key: _Name | None = None
+    """A Redis key read on ``datastores.redis``: a number (GET) or a collection's length (LLEN, ZCARD...).
+    Seed 001: ``redis-cli GET "rate:tenant:<id>:<minute>"``."""
     op: Literal["<", "<=", ">", ">=", "==", "!="]
     threshold: Annotated[float, _number(float)]
     unit: str = ""
@@ -455,9 +458,9 @@ class GateSpec(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> GateSpec:
-        given = [k for k in ("metric", "http", "sql", "promql") if getattr(self, k) is not None]
+        given = [k for k in ("metric", "http", "sql", "promql", "redis_key") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise _FieldProblem("exactly one source of metric, http, sql, promql", given or "none")
+            raise _FieldProblem("exactly one source of metric, http, sql, promql, redis_key", given or "none")
         if self.mode == "delta" and not (self.metric is not None and self.window is not None):
             raise _FieldProblem("mode 'delta' only with a metric source and a window", self.mode)
         if self.traffic is not None and self.window is None:

@@ -216,7 +216,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if fixture in metafunc.fixturenames:
             target = target or metafunc.config.stash[SESSION_KEY].launcher.target
             names = section(target)
-            metafunc.parametrize(fixture, names, ids=names)
+            changing = {f.name for f in target.flows if any(step.method != "GET" for step in f.steps)}
+            params = [
+                pytest.param(
+                    name,
+                    id=name,
+                    marks=[pytest.mark.destructive] if fixture == "flow_name" and name in changing else [],
+                )
+                for name in names
+            ]
+            metafunc.parametrize(fixture, params)
 
 
 @pytest.fixture(scope="session")

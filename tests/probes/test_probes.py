@@ -174,3 +174,22 @@ async def test_promql_probe(prometheus_url: str, client: httpx.AsyncClient) -> N
             break
         await asyncio.sleep(0.5)
     assert value == 1
+
+
+async def test_redis_key_probe(platform: LocalEnvironment) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(platform.redis_url)
+    key = "rate:tenant:probe-test"
+    try:
+        await client.set(f"{key}:string", "42")
+        await client.rpush(f"{key}:list", "a", "b", "c")
+        await client.set(f"{key}:text", "not a number")
+        assert await datastores.redis_key_number(platform.redis_url, f"{key}:string") == 42
+        assert await datastores.redis_key_number(platform.redis_url, f"{key}:list") == 3
+        assert await datastores.redis_key_number(platform.redis_url, f"{key}:absent") is None
+        with pytest.raises(ProbeError, match="not a number"):
+            await datastores.redis_key_number(platform.redis_url, f"{key}:text")
+    finally:
+        await client.delete(f"{key}:string", f"{key}:list", f"{key}:text")
+        await client.aclose()

@@ -501,6 +501,8 @@ class LocalEnvironment:
 
     def _write_process_list(self) -> None:
         """Record PID and start time of every running process (what a later recovery may stop)."""
+        if not self.log_dir.is_dir():
+            return  # never started: nothing to record
         rows = {
             name: {"pid": p.pid, "start_ticks": p.start_ticks, "argv0": p.argv[0]}
             for name, p in self.processes.items()

@@ -69,3 +69,29 @@ async def redis_ping(url: str, *, timeout_s: float = 5.0) -> str:
         raise ProbeError(f"Redis refused PING: {_first_line(exc)}") from None
     finally:
         await client.aclose()
+
+
+LENGTH_COMMANDS = {"list": "LLEN", "set": "SCARD", "zset": "ZCARD", "hash": "HLEN", "stream": "XLEN"}
+
+
+async def redis_key_number(url: str, key: str, *, timeout_s: float = 5.0) -> float | None:
+    """A key's number: its value for a string, its length for a collection; None when the key does not exist."""
+    client = aioredis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, decode_responses=True)
+    try:
+        kind = str(await client.type(key))
+        if kind == "none":
+            return None
+        if kind == "string":
+            raw = str(await client.get(key))
+            try:
+                return float(raw)
+            except (TypeError, ValueError):
+                raise ProbeError(f"Redis key {key!r} holds {raw!r}, not a number") from None
+        if kind not in LENGTH_COMMANDS:
+            raise ProbeError(f"Redis key {key!r} is a {kind}; expected a string or a collection")
+        length = await client.execute_command(LENGTH_COMMANDS[kind], key)  # type: ignore[no-untyped-call]
+        return float(length)
+    except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+        raise ProbeError(f"Redis does not answer: {_first_line(exc)}") from None
+    finally:
+        await client.aclose()

@@ -73,6 +73,11 @@ def instant_measure(client: httpx.AsyncClient, target: Target, spec: GateSpec) -
                 raise ProbeError("an sql gate needs datastores.postgres")
             value = await datastores.postgres_scalar(target.datastores.postgres.dsn, spec.sql, timeout_s=TIMEOUT_S)
             return Measure(value, "" if value is not None else "the query returned NULL")
+        if spec.redis_key is not None:
+            if target.datastores.redis is None:
+                raise ProbeError("a redis_key gate needs datastores.redis")
+            value = await datastores.redis_key_number(target.datastores.redis.url, spec.redis_key, timeout_s=TIMEOUT_S)
+            return Measure(value, "" if value is not None else f"no key {spec.redis_key!r}")
         assert spec.promql is not None
         if target.metrics.prometheus is None:
             raise ProbeError("a promql gate needs metrics.prometheus")

@@ -1,0 +1,22 @@
+"""Collects opsgate's generic, target-driven checks: ``pytest checks/ --target targets/staging.yaml``.
+
+Without ``--target`` the embedded reference platform is started and checked. A team adds its own
+checks beside this module, using the same fixtures (``target``, ``evidence``).
+"""
+
+from opsgate.suite.test_browser import test_browser
+from opsgate.suite.test_flows import test_flow
+from opsgate.suite.test_freshness import test_freshness
+from opsgate.suite.test_gates import test_gate
+from opsgate.suite.test_health import test_datastore, test_datastore_connections, test_health, test_queue
+
+__all__ = [
+    "test_browser",
+    "test_datastore",
+    "test_datastore_connections",
+    "test_flow",
+    "test_freshness",
+    "test_gate",
+    "test_health",
+    "test_queue",
+]
