@@ -145,17 +145,23 @@ def gate(target_file: Path | None, only: str | None, match: str | None) -> None:
     sys.exit(VERDICT_TO_EXIT.get(summary["verdict"], EXIT_ERROR))
 
 
+def _show(value: object) -> str:
+    """A measured value or threshold for the terminal: 4 significant digits for numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def print_table(summary: dict[str, Any]) -> None:
-    """One line per check, failures first: verdict, id, measured vs threshold."""
+    """One line per check, failures first: verdict, id, measured vs threshold; the message of each non-pass."""
     order = {"fail": 0, "error": 1, "inconclusive": 2, "aborted": 3, "refused": 4, "pass": 5}
     click.echo("")
     for check in sorted(summary["checks"], key=lambda c: (order.get(c["verdict"], 9), c["id"])):
-        measured = "" if check["measured"] is None else f"{check['measured']}"
-        threshold = (
-            "" if check["threshold"] is None else f" ({check['op']} {check['threshold']} {check['unit']})".rstrip()
-        )
-        line = f"  {check['verdict'].upper():<12} {check['id']:<48} {measured[:40]}{threshold}"
-        click.echo(line)
+        measured, threshold = _show(check["measured"]), _show(check["threshold"])
+        limit = f"  ({check['op']} {threshold} {check['unit']})".rstrip() if threshold else ""
+        click.echo(f"  {check['verdict'].upper():<12} {check['id']:<40} {measured[:40]}{limit[:60]}")
         if check["verdict"] != "pass" and check["message"]:
             click.echo(f"               {check['message'][:300]}")
 
