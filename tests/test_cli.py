@@ -55,7 +55,17 @@ def test_gate_on_the_embedded_default_passes_and_leaves_nothing(tmp_path: Path) 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["verdict"] == "pass" and len(summary["checks"]) >= 20
     kinds = {check["kind"] for check in summary["checks"]}
-    assert kinds == {"health", "datastore", "queue", "metric", "flow", "browser", "freshness"}
+    assert kinds == {
+        "health",
+        "datastore",
+        "queue",
+        "metric",
+        "flow",
+        "browser",
+        "freshness",
+        "alert-rule",
+        "alert-lint",
+    }
     assert (run_dir / "report.html").exists() and (run_dir / "screenshots").is_dir()
     assert "verdict PASS" in result.stdout
 

@@ -130,7 +130,7 @@ MALFORMED = {
     "unknown-field-far": (
         MINIMAL + "colour: blue\n",
         "colour: unknown field (expected one of: name, environment, provider, time_scale, secrets, "
-        "platform, services, datastores, queues, metrics, auth, gates, flows, freshness, browser)",
+        "platform, services, datastores, queues, metrics, auth, gates, flows, freshness, browser, alerts)",
     ),
     "path-without-slash": (
         API + "    health:\n      - path: healthz\n",
@@ -301,6 +301,9 @@ def test_public_names() -> None:
     assert sorted(config.__all__) == sorted(
         [
             "LOCAL_TARGET",
+            "AlertInput",
+            "AlertThreshold",
+            "Alerts",
             "Auth",
             "BrowserCheck",
             "BrowserExpect",
@@ -327,6 +330,7 @@ def test_public_names() -> None:
             "ProcessControl",
             "QueueSpec",
             "RedisStore",
+            "RunbookSource",
             "Service",
             "Target",
             "TargetError",

@@ -35,6 +35,9 @@ from pydantic_core import ErrorDetails
 
 __all__ = [
     "LOCAL_TARGET",
+    "AlertInput",
+    "AlertThreshold",
+    "Alerts",
     "Auth",
     "BrowserCheck",
     "BrowserExpect",
@@ -60,6 +63,7 @@ __all__ = [
     "ProcessControl",
     "QueueSpec",
     "RedisStore",
+    "RunbookSource",
     "Service",
     "Signing",
     "Target",
@@ -585,6 +589,72 @@ class BrowserCheck(_Section):
     claim: _ClaimId | None = None
 
 
+class RunbookSource(_Section):
+    """Where a documented threshold comes from: the runbook file, its section, the sentence verbatim."""
+
+    runbook: _Name
+    """Path of the runbook, relative to ``alerts.runbooks`` (e.g. ``002_519cc182dcbaee12.txt``)."""
+    section: _Name
+    quote: _Name
+    """The runbook's words, copied exactly (a test checks they occur in the file)."""
+
+
+class AlertInput(_Section):
+    """The input that trips an alert and how it moves, for the generated boundary tests.
+
+    ``gauge``: ``metric`` is a gauge set to a level. ``ratio``: ``metric``+``labels`` counts the
+    matching share of events, ``denominator`` the rest (the rule divides by their sum).
+    ``gauge_ratio``: two gauges, ``metric`` over ``denominator`` (connections in use / pool size).
+    ``quantile``: ``metric`` is a histogram
+    (``_bucket`` series) with these ``buckets`` (upper bounds, seconds). ``events``: ``metric`` is a
+    counter incremented once per event.
+    """
+
+    kind: Literal["gauge", "ratio", "gauge_ratio", "quantile", "events"]
+    metric: _Name
+    labels: dict[str, str] = {}
+    denominator: MetricSelector | None = None
+    quantile: Annotated[float, _number(float, gt=0, le=1)] | None = None
+    buckets: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertInput:
+        if self.kind in ("ratio", "gauge_ratio") and self.denominator is None:
+            raise _FieldProblem("a denominator for a ratio input", None, at=("denominator",))
+        if self.kind == "quantile" and (self.quantile is None or not self.buckets):
+            raise _FieldProblem("quantile and buckets for a quantile input", self.model_dump(exclude_none=True))
+        return self
+
+
+class AlertThreshold(_Section):
+    """One documented alert threshold: the runbook's words and what the rule must implement."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    alert: _Name
+    source: RunbookSource
+    threshold: str | float
+    """As documented: ``750ms``, ``2%``, ``10,000``, ``0.8``; normalised to the rule's unit."""
+    comparator: Literal[">", ">=", "<", "<="] = ">"
+    for_: Annotated[Duration, Field(alias="for")] = 0.0
+    window: Duration | None = None
+    """For an ``events`` input: the counting window ("> 5 in 15m")."""
+    severity: _Name
+    input: AlertInput
+    claim: _ClaimId | None = None
+
+
+class Alerts(_Section):
+    """Alert rules and the thresholds the runbooks document for them."""
+
+    rules: list[_Name] = []
+    """Rule files, relative to the target file; ``opsgate:reference/rules/platform.yml`` names a packaged file."""
+    runbooks: _Name | None = None
+    """Folder the ``source.runbook`` paths are relative to (``opsgate:reference/runbooks`` when packaged)."""
+    thresholds: list[AlertThreshold] = []
+    alertmanager: _OptionalHttpUrl = None
+
+
 class Auth(_Section):
     """Credentials synthetic checks use; empty values mean absent."""
 
@@ -620,6 +690,7 @@ class Target(_Section):
     flows: list[Flow] = []
     freshness: list[FreshnessSpec] = []
     browser: list[BrowserCheck] = []
+    alerts: Alerts = Alerts()
 
     _source: Path | None = PrivateAttr(default=None)
     _secret_env_values: frozenset[str] = PrivateAttr(default=frozenset())

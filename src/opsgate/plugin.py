@@ -18,6 +18,7 @@ from types import FrameType
 
 import pytest
 
+from opsgate.alerts.rulefiles import read_rules, rule_paths
 from opsgate.config import LOCAL_TARGET, HealthCheck, Target, TargetError
 from opsgate.environments.launch import Launcher, Provisioned
 from opsgate.environments.local import LocalEnvironment
@@ -32,6 +33,7 @@ MARKERS = {
     "smoke": "fast read-only checks that the target is up and answering",
     "health": "health gates from the target file's health, datastore, queue and metric sections",
     "destructive": "changes the target's state; refused on production, needs --allow-destructive on staging",
+    "alerts": "alert rules against the runbooks' documented thresholds: promtool boundary tests and lint",
 }
 
 
@@ -190,6 +192,14 @@ def health_checks(target: Target) -> list[tuple[str, str, HealthCheck]]:
     ]
 
 
+def alert_rule_names(target: Target) -> list[str]:
+    """Every alerting rule in the target's rule files (none when a file is missing: the lint reports it)."""
+    try:
+        return [rule.alert for rule in read_rules(rule_paths(target))]
+    except (FileNotFoundError, OSError):
+        return []
+
+
 def datastore_names(target: Target) -> list[str]:
     """The datastores the target declares."""
     return [name for name in ("postgres", "redis") if getattr(target.datastores, name) is not None]
@@ -202,6 +212,8 @@ PARAMETRISED = {
     "freshness_name": lambda t: [f.name for f in t.freshness],
     "browser_check_name": lambda t: [b.name for b in t.browser],
     "datastore_name": datastore_names,
+    "alert_name": lambda t: [row.alert for row in t.alerts.thresholds],
+    "rule_name": alert_rule_names,
 }
 
 

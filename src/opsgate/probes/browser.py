@@ -55,6 +55,7 @@ CLOSE_TIMEOUT_S = 10.0
 SETTLE_S = 2.0
 """At most this many seconds to let a local file's late requests and scripts run after load."""
 TEXT_LIMIT = 4000
+FILE_TEXT_LIMIT = 2_000_000  # a whole report's text, e.g. to find every check id in it
 """Characters kept of a text read from the page (observed values)."""
 MESSAGE_LIMIT = 300
 """Characters kept of a page-supplied text inside a problem (console messages, URLs)."""
@@ -421,7 +422,7 @@ async def _open_file(page: Page, path: Path, watch: _Watch, observed: dict[str, 
     try:
         observed["title"] = watch.redact(await page.title(), TEXT_LIMIT)
         observed["text"] = watch.redact(
-            (await page.locator("body").inner_text(timeout=_ms(deadline))).strip(), TEXT_LIMIT
+            (await page.locator("body").inner_text(timeout=_ms(deadline))).strip(), FILE_TEXT_LIMIT
         )
     except PlaywrightError as exc:
         watch.problem(f"{watch.doing}: {_first_line(exc.message)}")

@@ -30,6 +30,8 @@ class Snapshot:
 
     at: float
     series: dict[SeriesKey, float]
+    names: frozenset[str] = frozenset()
+    """Every sample name a scraped endpoint declares, also of families with no sample yet."""
 
     def matching(self, name: str, labels: dict[str, str]) -> dict[SeriesKey, float]:
         """Samples named ``name`` whose labels match ``labels`` (a value ``=~RE`` is a full-match regex)."""
@@ -49,22 +51,33 @@ def _matcher(wanted: str) -> Callable[[str | None], bool]:
     return lambda value: value == wanted
 
 
+SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
+            "summary": ("", "_count", "_sum", "_created"), "gauge": ("",), "untyped": ("",)}  # fmt: skip
+
+
 def parse(text: str, source: str = "") -> dict[SeriesKey, float]:
     """Samples of one exposition text; series of the same name and labels from several sources are summed."""
+    return _parse(text, source)[0]
+
+
+def _parse(text: str, source: str) -> tuple[dict[SeriesKey, float], set[str]]:
     series: dict[SeriesKey, float] = defaultdict(float)
+    names: set[str] = set()
     try:
         for family in text_string_to_metric_families(text):
+            names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
             for sample in family.samples:
                 series[(sample.name, frozenset(sample.labels.items()))] += sample.value
+                names.add(sample.name)
     except ValueError as exc:
         raise ProbeError(f"{source or 'metrics'}: not Prometheus exposition text ({exc})") from None
-    return dict(series)
+    return dict(series), names
 
 
 async def scrape(client: httpx.AsyncClient, urls: Sequence[str], *, timeout_s: float = 5.0) -> Snapshot:
     """Scrape every URL (concurrently) into one snapshot; any endpoint failing raises :class:`ProbeError`."""
 
-    async def one(url: str) -> dict[SeriesKey, float]:
+    async def one(url: str) -> tuple[dict[SeriesKey, float], set[str]]:
         try:
             response = await client.get(url, timeout=timeout_s)
         except httpx.ConnectError:
@@ -73,16 +86,18 @@ async def scrape(client: httpx.AsyncClient, urls: Sequence[str], *, timeout_s: f
             raise ProbeError(f"no answer from {url} within {timeout_s:g}s") from None
         if response.status_code != 200:
             raise ProbeError(f"{url} answered {response.status_code}")
-        return parse(response.text, url)
+        return _parse(response.text, url)
 
     if not urls:
         raise ProbeError("the target lists no metrics.scrape endpoints")
     at = time.time()
     merged: dict[SeriesKey, float] = defaultdict(float)
-    for part in await asyncio.gather(*(one(url) for url in urls)):
+    names: set[str] = set()
+    for part, part_names in await asyncio.gather(*(one(url) for url in urls)):
+        names |= part_names
         for key, value in part.items():
             merged[key] += value
-    return Snapshot(at, dict(merged))
+    return Snapshot(at, dict(merged), frozenset(names))
 
 
 def _total(snapshot: Snapshot, selector: MetricSelector) -> float | None:

@@ -74,6 +74,14 @@ class PlatformMetrics:
             "monitoring_webhook_failures", "Monitoring webhook posts that failed.", registry=r
         )
 
+        # Series exist from the start at 0, so increase() sees the first event (a series born at 1 hides it).
+        for status in ("received", "processed", "retrying", "failed"):
+            self.billing_webhook.labels(status)
+        for channel in ("sms", "email"):
+            self.notification_failures.labels(channel)
+        for kind in ("message", "billing_webhook"):
+            self.outbox_requeued.labels(kind)
+
     def render(self) -> bytes:
         """The exposition text of every family."""
         return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""Alert rules: tests at the boundaries, conformance, live firing."""

@@ -1,0 +1,99 @@
+"""Alert rules against the runbooks: each documented threshold proved at its boundaries, each rule linted."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import promql_parser
+import pytest
+
+from opsgate.alerts import promtool
+from opsgate.alerts.conformance import differences, normalise, top_comparison
+from opsgate.alerts.rulefiles import AlertRule, read_rules, resolve, rule_paths
+from opsgate.config import Target
+from opsgate.evidence.recorder import Recorder
+from opsgate.evidence.records import CheckRecord
+from opsgate.probes import metrics
+
+pytestmark = pytest.mark.alerts
+REQUIRED_ANNOTATIONS = ("summary", "runbook_url")
+
+
+def _rules(target: Target) -> dict[str, AlertRule]:
+    return {rule.alert: rule for rule in read_rules(rule_paths(target))}
+
+
+async def test_alert_rule(alert_name: str, target: Target, evidence: Recorder) -> None:
+    """The rule implements the documented threshold, ``for`` and severity, and behaves so at the boundaries."""
+    row = next(r for r in target.alerts.thresholds if r.alert == alert_name)
+    record = CheckRecord(id=alert_name, kind="alert-rule", verdict="pass", claim=row.claim, started_at=time.time(),
+                         threshold=normalise(row.threshold), op=row.comparator)  # fmt: skip
+    runbook = resolve(target, target.alerts.runbooks or ".") / row.source.runbook
+    problems: list[str] = []
+    if not runbook.is_file():
+        problems.append(f"runbook {runbook} not found")
+    elif row.source.quote not in runbook.read_text():
+        problems.append(f"the quoted sentence does not occur in {row.source.runbook}: {row.source.quote!r}")
+    rule = _rules(target).get(alert_name)
+    problems += differences(row, rule)
+    if rule is not None:
+        comparison = top_comparison(rule.expr)
+        record.measured = comparison.threshold if comparison else None
+        folder = evidence.run_dir / "alerts"
+        folder.mkdir(exist_ok=True)
+        result = promtool.run(promtool.test_document(rule_paths(target), [row]), folder / f"{alert_name}.test.yml")
+        evidence.attach(folder / f"{alert_name}.test.yml")
+        if not result.passed:
+            problems.append(f"promtool {result.version} boundary tests failed {result.failure}")
+        record.message = f"promtool {result.version}: under never fires, over pends then fires, resolves"
+    record.finished_at = time.time()
+    if problems:
+        record.verdict = "fail"
+        record.message = "; ".join(problems)
+    evidence.conclude(record)
+
+
+async def test_alert_lint(rule_name: str, target: Target, evidence: Recorder) -> None:
+    """Severity label, summary and runbook_url annotations, an explicit ``for``, and metrics the target exposes."""
+    rule = _rules(target)[rule_name]
+    record = CheckRecord(id=rule_name, kind="alert-lint", verdict="pass", started_at=time.time())
+    problems = []
+    if "severity" not in rule.labels:
+        problems.append("no severity label")
+    problems += [f"no {name} annotation" for name in REQUIRED_ANNOTATIONS if not rule.annotations.get(name)]
+    if not rule.for_text:
+        problems.append("no explicit 'for:' (write 'for: 0s' when it fires at once)")
+    if target.metrics.scrape:
+        async with httpx.AsyncClient() as client:
+            exposed = (await metrics.scrape(client, target.metrics.scrape)).names
+        missing = sorted(metric_names(rule.expr) - exposed)
+        if missing:
+            problems.append(f"uses metrics the target does not expose: {', '.join(missing)}")
+    record.finished_at = time.time()
+    if problems:
+        record.verdict = "fail"
+        record.message = f"{Path(rule.file).name}: " + "; ".join(problems)
+    else:
+        record.message = "labels, annotations, for and metrics in order"
+    evidence.conclude(record)
+
+
+def metric_names(expr: str) -> set[str]:
+    """Names of every metric a PromQL expression selects."""
+    names: set[str] = set()
+
+    def walk(node: object) -> None:
+        name = getattr(node, "name", None)
+        if type(node).__name__ == "VectorSelector" and name:
+            names.add(str(name))
+        for attr in ("lhs", "rhs", "expr", "param", "vector_selector"):
+            child = getattr(node, attr, None)
+            if child is not None:
+                walk(child)
+        for child in getattr(node, "args", None) or []:
+            walk(child)
+
+    walk(promql_parser.parse(expr))
+    return names
