@@ -54,6 +54,10 @@ def test_gate_on_the_embedded_default_passes_and_leaves_nothing(tmp_path: Path) 
     assert suite_properties["target"] == "reference-local" and suite_properties["environment"] == "local"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["verdict"] == "pass" and len(summary["checks"]) >= 20
+    live = next(c for c in summary["checks"] if c["kind"] == "alert-live")
+    assert live["verdict"] == "pass" and 0 < live["measured"] < 60
+    for event in ("tripped", "pending", "firing", "notified (chat)", "restored", "resolved"):
+        assert event in live["message"]
     kinds = {check["kind"] for check in summary["checks"]}
     assert kinds == {
         "health",

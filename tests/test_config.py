@@ -302,6 +302,7 @@ def test_public_names() -> None:
         [
             "LOCAL_TARGET",
             "AlertInput",
+            "AlertLive",
             "AlertThreshold",
             "Alerts",
             "Auth",

@@ -36,6 +36,7 @@ from pydantic_core import ErrorDetails
 __all__ = [
     "LOCAL_TARGET",
     "AlertInput",
+    "AlertLive",
     "AlertThreshold",
     "Alerts",
     "Auth",
@@ -644,6 +645,25 @@ class AlertThreshold(_Section):
     claim: _ClaimId | None = None
 
 
+class AlertLive(_Section):
+    """A live firing check: trip the rule through the system's real behaviour, see it fire, notify, resolve."""
+
+    alert: _Name
+    trip: Annotated[list[FlowStep], Field(min_length=1)]
+    """Requests that make the system cross the threshold (e.g. make the provider fail)."""
+    restore: list[FlowStep] = []
+    """Requests that undo ``trip``; always run, also when the check fails."""
+    traffic: Traffic | None = None
+    """Requests sent while waiting for the alert (e.g. sends that now fail)."""
+    fire_within: _PositiveDuration
+    """Deadline from trip to the firing notification (scaled)."""
+    resolve_within: _PositiveDuration
+    """Deadline from restore to the resolved notification (scaled)."""
+    receiver: _Name | None = None
+    """The receiver that must get it (e.g. ``chat`` for warnings, ``paging`` for critical)."""
+    claim: _ClaimId | None = None
+
+
 class Alerts(_Section):
     """Alert rules and the thresholds the runbooks document for them."""
 
@@ -653,6 +673,9 @@ class Alerts(_Section):
     """Folder the ``source.runbook`` paths are relative to (``opsgate:reference/runbooks`` when packaged)."""
     thresholds: list[AlertThreshold] = []
     alertmanager: _OptionalHttpUrl = None
+    receiver: _OptionalHttpUrl = None
+    """The webhook receiver's notification log (``GET /notifications``) that live checks read."""
+    live: list[AlertLive] = []
 
 
 class Auth(_Section):

@@ -205,7 +205,7 @@ def datastore_names(target: Target) -> list[str]:
     return [name for name in ("postgres", "redis") if getattr(target.datastores, name) is not None]
 
 
-PARAMETRISED = {
+PARAMETRISED: dict[str, Callable[[Target], list[str]]] = {
     "queue_name": lambda t: [q.name for q in t.queues],
     "gate_name": lambda t: [g.name for g in t.gates],
     "flow_name": lambda t: [f.name for f in t.flows],
@@ -214,6 +214,7 @@ PARAMETRISED = {
     "datastore_name": datastore_names,
     "alert_name": lambda t: [row.alert for row in t.alerts.thresholds],
     "rule_name": alert_rule_names,
+    "live_alert_name": lambda t: [live.alert for live in t.alerts.live],
 }
 
 

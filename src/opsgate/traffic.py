@@ -33,8 +33,10 @@ class TrafficStats:
         )
 
 
-async def drive(client: httpx.AsyncClient, target: Target, traffic: Traffic, duration_s: float) -> TrafficStats:
-    """Send ``rate_per_s`` requests per second for ``duration_s``; each is sent on schedule, not after the last."""
+async def drive(
+    client: httpx.AsyncClient, target: Target, traffic: Traffic, duration_s: float, stop: asyncio.Event | None = None
+) -> TrafficStats:
+    """Send ``rate_per_s`` requests per second for ``duration_s`` (or until ``stop`` is set); each on its schedule."""
     stats = TrafficStats(planned=max(1, math.floor(traffic.rate_per_s * duration_s)))
     interval = 1.0 / traffic.rate_per_s
     started = time.monotonic()
@@ -49,6 +51,8 @@ async def drive(client: httpx.AsyncClient, target: Target, traffic: Traffic, dur
     tasks = []
     for index in range(stats.planned):
         await asyncio.sleep(max(0.0, started + index * interval - time.monotonic()))
+        if stop is not None and stop.is_set():
+            break
         tasks.append(asyncio.create_task(one()))
         stats.sent += 1
     if tasks:

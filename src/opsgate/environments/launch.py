@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from opsgate.alerts.rulefiles import rule_paths
 from opsgate.config import Target, load_target
 from opsgate.environments.local import LocalEnvironment
 
@@ -34,6 +35,7 @@ class Launcher:
         if target.provider != "local":
             return load_target(self.target_path, os.environ)
         environment.workers = target.platform.workers if target.platform else 1
+        environment.alert_rules = rule_paths(target)
         environment.time_scale = target.time_scale
         if target.platform and target.platform.defects and defects is None:
             environment.defects = ",".join(target.platform.defects)

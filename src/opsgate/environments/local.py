@@ -28,6 +28,8 @@ import httpx
 import psycopg
 import redis
 
+from opsgate.alerts import stack
+from opsgate.alerts.compress import Clamp
 from opsgate.environments import binaries
 from opsgate.environments.ports import PortAllocator
 from opsgate.environments.process import ManagedProcess
@@ -87,6 +89,9 @@ class Ports:
     provider: int
     api: int
     workers: list[int]
+    prometheus: int
+    alertmanager: int
+    receiver: int
 
 
 @dataclass
@@ -102,12 +107,17 @@ class LocalEnvironment:
     credentials: Credentials = field(default_factory=Credentials.generate)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     started_in_s: float | None = None
+    alert_rules: list[Path] = field(default_factory=list)
+    """Rule files to load, time-compressed, into a local Prometheus + Alertmanager (none: no alerting stack)."""
+    clamps: list[Clamp] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
         pick = self.ports_from.pick
-        self.ports = Ports(pick(), pick(), pick(), pick(), [pick() for _ in range(self.workers)])
+        self.ports = Ports(
+            pick(), pick(), pick(), pick(), [pick() for _ in range(self.workers)], pick(), pick(), pick()
+        )
         self.root: Path | None = None
         self._recipes: dict[str, tuple[Callable[[], ManagedProcess], Callable[[], bool | None]]] = {}
 
@@ -124,6 +134,18 @@ class LocalEnvironment:
     @property
     def worker_urls(self) -> list[str]:
         return [f"http://127.0.0.1:{port}" for port in self.ports.workers]
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.prometheus}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.alertmanager}"
+
+    @property
+    def receiver_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.receiver}"
 
     @property
     def database_url(self) -> str:
@@ -155,6 +177,9 @@ class LocalEnvironment:
             "BILLING_WEBHOOK_SECRET": c.billing_webhook_secret,
             "PROVIDER_WEBHOOK_SECRET": c.provider_webhook_secret,
             "PROVIDER_API_KEY": c.provider_api_key,
+            "PROMETHEUS_URL": self.prometheus_url if self.alert_rules else "",
+            "ALERTMANAGER_URL": self.alertmanager_url if self.alert_rules else "",
+            "RECEIVER_URL": self.receiver_url if self.alert_rules else "",
         }
 
     def describe(self) -> list[tuple[str, str]]:
@@ -167,6 +192,9 @@ class LocalEnvironment:
             ("postgres", self.database_url.replace(c.db_password, "***")),
             ("redis", self.redis_url.replace(c.redis_password, "***")),
         ]
+        if self.alert_rules:
+            rows += [("prometheus", self.prometheus_url), ("alertmanager", self.alertmanager_url),
+                     ("alert receiver", self.receiver_url)]  # fmt: skip
         return rows
 
     def write_credentials_file(self) -> Path:
@@ -211,7 +239,16 @@ class LocalEnvironment:
             self._create_database()
             self._wait_ready("redis")
             self._wait_ready("provider")
+            if self.alert_rules:
+                # Prometheus starts early: its ~5 s service-discovery throttle overlaps the platform's start.
+                self._prepare_alerting()
+                for name in ("receiver", "alertmanager", "prometheus"):
+                    self._spawn(name)
             self.start_platform()
+            if self.alert_rules:
+                for name in ("receiver", "alertmanager", "prometheus"):
+                    self._wait_ready(name)
+                self._wait_alerting_wired()
         except BaseException:
             self.stop()
             raise
@@ -262,7 +299,7 @@ class LocalEnvironment:
     def stop(self) -> None:
         """Stop every process this environment started, in reverse dependency order, and clean up."""
         self.stop_platform()
-        for name in ("provider", "redis", "postgres"):
+        for name in ("prometheus", "alertmanager", "receiver", "provider", "redis", "postgres"):
             if name in self.processes:
                 self.processes.pop(name).stop()
         for leftover in list(self.processes):
@@ -413,6 +450,62 @@ class LocalEnvironment:
         argv = [sys.executable, "-m", "opsgate.reference.worker", "--port", str(self.ports.workers[index])]
         return ManagedProcess(f"worker-{index + 1}", argv, env, self.log_dir / f"worker-{index + 1}.log")
 
+    def _prepare_alerting(self) -> None:
+        assert self.root is not None
+        folder = self.root / "alerting"
+        folder.mkdir(exist_ok=True)
+        self.clamps = stack.compressed_rules(self.alert_rules, self.time_scale, folder / "rules.yml")
+        (folder / "alertmanager.yml").write_text(stack.alertmanager_config(self.receiver_url))
+        self._recipes |= {
+            "receiver": (self._receiver_process, self._http_ready("receiver")),
+            "alertmanager": (self._alertmanager_process, self._http_ready("alertmanager")),
+            "prometheus": (self._prometheus_process, self._http_ready("prometheus")),
+        }
+
+    def _receiver_process(self) -> ManagedProcess:
+        argv = [sys.executable, "-m", "opsgate.alerts.receiver", "--port", str(self.ports.receiver)]
+        return ManagedProcess("receiver", argv, _base_env(), self.log_dir / "receiver.log")
+
+    def _alertmanager_process(self) -> ManagedProcess:
+        assert self.root is not None
+        folder = self.root / "alerting"
+        argv = [
+            binaries.executable("prometheus-alertmanager", "prometheus-alertmanager", "OPSGATE_ALERTMANAGER"),
+            f"--config.file={folder / 'alertmanager.yml'}",
+            f"--storage.path={folder / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{self.ports.alertmanager}",
+            "--cluster.listen-address=",
+        ]
+        return ManagedProcess("alertmanager", argv, _base_env(), self.log_dir / "alertmanager.log")
+
+    def _prometheus_process(self) -> ManagedProcess:
+        assert self.root is not None
+        folder = self.root / "alerting"
+        scrape = [self.api_url, *self.worker_urls]
+        (folder / "prometheus.yml").write_text(
+            stack.prometheus_config(scrape, self.alertmanager_url, folder / "rules.yml")
+        )
+        argv = [
+            binaries.executable("prometheus", "prometheus", "OPSGATE_PROMETHEUS"),
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
+            "--web.enable-lifecycle",
+        ]
+        return ManagedProcess("prometheus", argv, _base_env(), self.log_dir / "prometheus.log")
+
+    def _wait_alerting_wired(self) -> None:
+        """Ready for a drill = Prometheus knows the Alertmanager and every scrape target is up (FACTS: ~5 s)."""
+
+        def wired() -> bool | None:
+            managers = httpx.get(f"{self.prometheus_url}/api/v1/alertmanagers", timeout=1).json()["data"]
+            targets = httpx.get(f"{self.prometheus_url}/api/v1/targets", timeout=1).json()["data"]["activeTargets"]
+            up = targets and all(t["health"] == "up" for t in targets)
+            return True if managers["activeAlertmanagers"] and up else None
+
+        wait_until(wired, what="Prometheus to discover Alertmanager and scrape every target", timeout_s=READY_TIMEOUT_S,
+                   interval_s=0.2, address=self.prometheus_url, log=self.log_dir / "prometheus.log")  # fmt: skip
+
     # --- readiness --------------------------------------------------------------------------
 
     def _postgres_ready(self) -> bool | None:
@@ -435,7 +528,13 @@ class LocalEnvironment:
 
     def _http_ready(self, name: str) -> Callable[[], bool | None]:
         def check() -> bool | None:
-            url = self._url_of(name) + ("/healthz" if name == "provider" else "/readyz")
+            path = {
+                "provider": "/healthz",
+                "receiver": "/healthz",
+                "prometheus": "/-/ready",
+                "alertmanager": "/-/ready",
+            }
+            url = self._url_of(name) + path.get(name, "/readyz")
             response = httpx.get(url, timeout=1.0)
             return True if response.status_code == 200 else None
 
@@ -444,8 +543,8 @@ class LocalEnvironment:
     def _url_of(self, name: str) -> str:
         if name == "api":
             return self.api_url
-        if name == "provider":
-            return self.provider_url
+        if name in ("provider", "prometheus", "alertmanager", "receiver"):
+            return str(getattr(self, f"{name}_url"))
         return self.worker_urls[int(name.split("-")[1]) - 1]
 
     def _address_of(self, name: str) -> str:

@@ -1,0 +1,38 @@
+"""The live alert check fails when the deployed rule drifted from the documented threshold."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from opsgate.config import LOCAL_TARGET
+from opsgate.environments.launch import Launcher
+
+
+def test_live_check_fails_on_a_drifted_threshold(tmp_path: Path) -> None:
+    rules = Path(str(Launcher(LOCAL_TARGET, tmp_path / "probe").environment.alert_rules[0]))  # type: ignore[union-attr]
+    original = '(sum(rate(messages_total{status=~"delivered|failed"}[10m])) > 0) > 0.05'
+    assert original in rules.read_text()
+    drifted = tmp_path / "drifted.yml"
+    drifted.write_text(rules.read_text().replace(original, original.replace("> 0.05", "> 2")))  # can never fire
+    target = tmp_path / "local-drifted.yaml"
+    target.write_text(
+        LOCAL_TARGET.read_text()
+        .replace('rules: ["opsgate:reference/rules/platform.yml"]', f'rules: ["{drifted}"]')
+        .replace("fire_within: 20m", "fire_within: 10m")  # fail within ~12 s, not 24 s
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "opsgate.cli", "gate", "--target", str(target), "--match", "alert_live or alert_rule"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OPSGATE_REPORTS_DIR": str(tmp_path / "r")},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout[-3000:]
+    summary = json.loads(((tmp_path / "r" / "latest").resolve() / "summary.json").read_text())
+    checks = {c["id"]: c for c in summary["checks"]}
+    live = checks["alert_live[NotificationFailureRateHigh]"]
+    assert live["verdict"] == "fail" and "not pending within" in live["message"]
+    static = checks["alert_rule[NotificationFailureRateHigh]"]
+    assert static["verdict"] == "fail" and "rule threshold 2 differs from the documented 5%" in static["message"]
+    assert checks["alert_rule[DbPoolSaturated]"]["verdict"] == "pass"
