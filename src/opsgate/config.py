@@ -676,6 +676,8 @@ class Alerts(_Section):
     receiver: _OptionalHttpUrl = None
     """The webhook receiver's notification log (``GET /notifications``) that live checks read."""
     live: list[AlertLive] = []
+    routing: dict[str, str] = {}
+    """Receiver each severity must route to on ``alertmanager`` (checked with ``amtool config routes test``)."""
 
 
 class Auth(_Section):

@@ -215,6 +215,7 @@ PARAMETRISED: dict[str, Callable[[Target], list[str]]] = {
     "alert_name": lambda t: [row.alert for row in t.alerts.thresholds],
     "rule_name": alert_rule_names,
     "live_alert_name": lambda t: [live.alert for live in t.alerts.live],
+    "severity": lambda t: list(t.alerts.routing),
 }
 
 

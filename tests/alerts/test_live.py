@@ -1,4 +1,4 @@
-"""The live alert check fails when the deployed rule drifted from the documented threshold."""
+"""Live alert checks fail on a drifted threshold; routing checks fail on a route that differs from the table."""
 
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ def test_live_check_fails_on_a_drifted_threshold(tmp_path: Path) -> None:
         LOCAL_TARGET.read_text()
         .replace('rules: ["opsgate:reference/rules/platform.yml"]', f'rules: ["{drifted}"]')
         .replace("fire_within: 20m", "fire_within: 10m")  # fail within ~12 s, not 24 s
+        .replace("sev2: paging", "sev2: chat")  # documented routing that the running Alertmanager does not do
     )
     result = subprocess.run(
-        [sys.executable, "-m", "opsgate.cli", "gate", "--target", str(target), "--match", "alert_live or alert_rule"],
+        [sys.executable, "-m", "opsgate.cli", "gate", "--target", str(target),
+         "--match", "alert_live or alert_rule or alert_routing"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OPSGATE_REPORTS_DIR": str(tmp_path / "r")},
     )  # fmt: skip
     assert result.returncode == 1, result.stdout[-3000:]
@@ -36,3 +38,6 @@ def test_live_check_fails_on_a_drifted_threshold(tmp_path: Path) -> None:
     static = checks["alert_rule[NotificationFailureRateHigh]"]
     assert static["verdict"] == "fail" and "rule threshold 2 differs from the documented 5%" in static["message"]
     assert checks["alert_rule[DbPoolSaturated]"]["verdict"] == "pass"
+    routing = checks["alert_routing[sev2]"]
+    assert routing["verdict"] == "fail" and "routes to 'paging', documented 'chat'" in routing["message"]
+    assert checks["alert_routing[critical]"]["verdict"] == "pass"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -48,6 +50,9 @@ async def test_alert_rule(alert_name: str, target: Target, evidence: Recorder) -
         if not result.passed:
             problems.append(f"promtool {result.version} boundary tests failed {result.failure}")
         record.message = f"promtool {result.version}: under never fires, over pends then fires, resolves"
+        if target.metrics.prometheus is not None:
+            problems += await deployed_differences(target, alert_name, comparison.threshold if comparison else None)
+            record.message += "; loaded in Prometheus as documented"
     record.finished_at = time.time()
     if problems:
         record.verdict = "fail"
@@ -97,3 +102,61 @@ def metric_names(expr: str) -> set[str]:
 
     walk(promql_parser.parse(expr))
     return names
+
+
+async def test_alert_routing(severity: str, target: Target, evidence: Recorder) -> None:
+    """Alertmanager routes each severity to its documented receiver (``amtool config routes test``)."""
+    expected = target.alerts.routing[severity]
+    record = CheckRecord(id=severity, kind="alert-routing", verdict="pass", threshold=expected, started_at=time.time())
+    if target.alerts.alertmanager is None:
+        record.verdict = "error"
+        record.message = "alerts.routing needs alerts.alertmanager"
+        evidence.conclude(record)
+        return
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        record.verdict = "error"
+        record.message = "amtool not found: apt-get install prometheus-alertmanager"
+        evidence.conclude(record)
+        return
+    result = subprocess.run(
+        [amtool, "config", "routes", "test", f"--alertmanager.url={target.alerts.alertmanager}", f"severity={severity}",
+         "alertname=OpsgateRoutingProbe"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    got = result.stdout.strip()
+    record.measured = got
+    record.finished_at = time.time()
+    if result.returncode != 0:
+        record.verdict = "error"
+        record.message = f"amtool failed: {(result.stderr or result.stdout).strip()[:300]}"
+    elif got != expected:
+        record.verdict = "fail"
+        record.message = f"severity={severity} routes to {got!r}, documented {expected!r}"
+    else:
+        record.message = f"severity={severity} → {got}"
+    evidence.conclude(record)
+
+
+async def deployed_differences(target: Target, alert: str, threshold: float | None) -> list[str]:
+    """Is the rule *loaded* (``/api/v1/rules``) as documented? Its ``for`` is compared scaled by ``time_scale``."""
+    assert target.metrics.prometheus is not None
+    row = next(r for r in target.alerts.thresholds if r.alert == alert)
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{target.metrics.prometheus}/api/v1/rules", params={"type": "alert"}, timeout=10)
+    loaded = [r for g in response.json()["data"]["groups"] for r in g["rules"] if r.get("name") == alert]
+    if not loaded:
+        return [
+            f"{alert} is not loaded in Prometheus at {target.metrics.prometheus} (seed 002: ensure the rule is applied)"
+        ]
+    problems = []
+    deployed = top_comparison(loaded[0]["query"])
+    if deployed is None or threshold is None or deployed.threshold != threshold:
+        problems.append(
+            f"{alert}: Prometheus runs threshold {deployed.threshold if deployed else None}, the file says {threshold}"
+        )
+    wanted_for = target.scaled(row.for_)
+    got_for = float(loaded[0].get("duration", 0))
+    if row.for_ and not (wanted_for * 0.5 <= got_for <= max(wanted_for * 1.5, 1.0)):
+        problems.append(f"{alert}: Prometheus runs for {got_for:g}s, documented {row.for_:g}s x {target.time_scale:g}")
+    return problems
