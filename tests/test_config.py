@@ -57,6 +57,7 @@ def test_local_target_loads() -> None:
         "send-message-p95",
         "api-error-ratio",
         "db-pool",
+        "no-paging-alert-firing",
         "provider-quota",
     ]
     assert target.gates[0].judged_on_delta and not target.gates[3].judged_on_delta
