@@ -4,6 +4,8 @@ Without ``--target`` the embedded reference platform is started and checked. A t
 checks beside this module, using the same fixtures (``target``, ``evidence``).
 """
 
+from opsgate.suite.test_alerts import test_alert_lint, test_alert_routing, test_alert_rule
+from opsgate.suite.test_alerts_live import test_alert_live
 from opsgate.suite.test_browser import test_browser
 from opsgate.suite.test_flows import test_flow
 from opsgate.suite.test_freshness import test_freshness
@@ -11,6 +13,10 @@ from opsgate.suite.test_gates import test_gate
 from opsgate.suite.test_health import test_datastore, test_datastore_connections, test_health, test_queue
 
 __all__ = [
+    "test_alert_lint",
+    "test_alert_live",
+    "test_alert_routing",
+    "test_alert_rule",
     "test_browser",
     "test_datastore",
     "test_datastore_connections",

@@ -77,10 +77,17 @@ async def send_step(
 
 
 async def run_flow(client: httpx.AsyncClient, target: Target, flow: Flow) -> FlowRun:
-    """Run every step in order; raises :class:`FlowFailed` (or ProbeError) at the first broken step."""
-    run = FlowRun(variables={"uuid": uuid.uuid4().hex})
+    """Run every step of ``flow`` in order; raises :class:`FlowFailed` (or ProbeError) at the first broken step."""
+    return await run_steps(client, target, flow.steps)
+
+
+async def run_steps(
+    client: httpx.AsyncClient, target: Target, steps: list[FlowStep], run: FlowRun | None = None
+) -> FlowRun:
+    """Run ``steps`` in order, sharing saved variables (with ``run``'s, when continuing a run)."""
+    run = run or FlowRun(variables={"uuid": uuid.uuid4().hex})
     started = time.monotonic()
-    for index, step in enumerate(flow.steps):
+    for index, step in enumerate(steps):
         label = f"step {index + 1} ({step.method} {fill(step.path, run.variables)})"
         problem: str | None = None
         if step.poll is None:

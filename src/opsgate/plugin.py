@@ -11,13 +11,15 @@ import platform
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
+import httpx
 import pytest
 
+from opsgate.alerts.live import LiveAlerts
 from opsgate.alerts.rulefiles import read_rules, rule_paths
 from opsgate.config import LOCAL_TARGET, HealthCheck, Target, TargetError
 from opsgate.environments.launch import Launcher, Provisioned
@@ -278,3 +280,12 @@ def local_environment(opsgate_session: OpsgateSession, target: Target) -> LocalE
     if environment is None:
         pytest.skip(f"target {target.name!r} is not started by opsgate (provider {target.provider})")
     return environment
+
+
+@pytest.fixture
+async def live_alerts(target: Target) -> AsyncIterator[LiveAlerts]:
+    """The live alert harness of the target: wait for pending/firing/resolved, read the receiver's notifications."""
+    if target.metrics.prometheus is None:
+        pytest.skip(f"target {target.name!r} has no metrics.prometheus: no live alerts")
+    async with httpx.AsyncClient() as client:
+        yield LiveAlerts(client, target.metrics.prometheus, target.alerts.receiver)

@@ -77,3 +77,21 @@ class LiveAlerts:
             f"no {status} notification of {alert} at {self.receiver_url} within {within_s:.1f}s; "
             f"got {len(seen)} notification(s) for it"
         )
+
+    async def active(self) -> set[str]:
+        """Names of every alert pending or firing now."""
+        response = await self.client.get(f"{self.prometheus_url}/api/v1/alerts", timeout=5)
+        return {a["labels"].get("alertname", "") for a in response.json()["data"]["alerts"]}
+
+    async def wait_active_within(self, allowed: set[str], *, within_s: float) -> float:
+        """Wait until no alert outside ``allowed`` is pending or firing; returns when that was seen."""
+        deadline = time.monotonic() + within_s
+        extra: set[str] = set()
+        for _ in range(int(within_s / POLL_S) + 2):
+            extra = await self.active() - allowed
+            if not extra:
+                return time.time()
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(POLL_S)
+        raise AlertTimeout(f"still active {within_s:.1f}s after the restore: {', '.join(sorted(extra))}")

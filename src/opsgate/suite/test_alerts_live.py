@@ -12,7 +12,7 @@ from opsgate.alerts.live import AlertTimeout, LiveAlerts
 from opsgate.config import Target
 from opsgate.evidence.recorder import Recorder
 from opsgate.evidence.records import CheckRecord, Sample
-from opsgate.flows import FlowFailed, send_step
+from opsgate.flows import FlowFailed, FlowRun, run_steps
 from opsgate.probes.base import ProbeError
 from opsgate.traffic import drive
 
@@ -34,15 +34,16 @@ async def test_alert_live(live_alert_name: str, target: Target, evidence: Record
     resolve_s = target.scaled(spec.resolve_within, floor_s=5.0)
     events: list[tuple[str, float]] = []
     stop = asyncio.Event()
+    steps = FlowRun()
     async with httpx.AsyncClient() as client:
         alerts = LiveAlerts(client, prometheus, receiver)
         traffic = None
         try:
             if await alerts.state(spec.alert) != "inactive":
                 raise AlertTimeout(f"{spec.alert} is already active before the trip: no steady state to start from")
+            steady = await alerts.active()
             tripped = time.time()
-            for step in spec.trip:
-                await send_step(client, target, step, {})
+            steps = await run_steps(client, target, spec.trip)
             events.append(("tripped", tripped))
             if spec.traffic is not None:
                 traffic = asyncio.create_task(drive(client, target, spec.traffic, fire_s, stop))
@@ -63,13 +64,14 @@ async def test_alert_live(live_alert_name: str, target: Target, evidence: Record
             if traffic is not None:
                 await traffic
             restored = time.time()
-            for step in spec.restore:
-                await send_step(client, target, step, {})
+            await run_steps(client, target, spec.restore, steps)
             events.append(("restored", restored))
         if record.verdict == "pass":
             try:
                 resolved = await alerts.wait_notified(spec.alert, "resolved", since=restored, within_s=resolve_s)
                 events.append(("resolved", resolved["received_at"]))
+                # Nothing left broken: every alert the trip set off is gone again, not only the one judged.
+                events.append(("steady", await alerts.wait_active_within(steady, within_s=resolve_s)))
             except AlertTimeout as exc:
                 record.verdict = "fail"
                 record.message = str(exc)
