@@ -19,6 +19,9 @@ CAUGHT_BY = {
     "flow[send-sms-delivered]": "worker-acks-without-send",
     "health[api:/readyz]": "readiness-ignores-redis",
     "gate[send-message-p95]": "slow-messages-route",
+    # Also caught elsewhere: a worker that never calls the provider cannot see it fail, so the
+    # failure-rate alert never fires during the live check.
+    "alert_live[NotificationFailureRateHigh]": "worker-acks-without-send",
 }
 
 

@@ -44,7 +44,7 @@ def gate(platform: LocalEnvironment, target: Path, tmp_path: Path, match: str) -
 
 
 def test_stand_in_passes_healthy(platform: LocalEnvironment, external_target: Path, tmp_path: Path) -> None:
-    checks = gate(platform, external_target, tmp_path, "queue or provider or datastore or error")
+    checks = gate(platform, external_target, tmp_path, "queue or provider or datastore or api-error-ratio")
     assert {c["verdict"] for c in checks.values()} == {"pass"}, checks
 
 
@@ -92,7 +92,7 @@ def test_redis_outage_fails_ping_and_the_error_ratio(
 ) -> None:
     platform.stop_service("redis")
     try:
-        checks = gate(platform, external_target, tmp_path, "datastore or error or readyz")
+        checks = gate(platform, external_target, tmp_path, "datastore or api-error-ratio or readyz")
     finally:
         platform.start_service("redis")
     assert checks["datastore[redis]"]["verdict"] == "fail"
