@@ -93,3 +93,32 @@ def fixed_offset_zone(local_hour: int) -> str:
     if offset > 14:
         offset -= 24
     return "Etc/GMT" + (f"{-offset:+d}" if offset else "")
+
+
+def run_opsgate(args: list[str], *, timeout_s: float, env: dict[str, str] | None = None) -> Any:
+    """Run ``python -m opsgate.cli ARGS``; on timeout stop it with SIGTERM first so it stops what it started.
+
+    (A SIGKILL would orphan the platform it launched; only if SIGTERM does not end it within 30 s.)
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opsgate.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            stdout, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        raise AssertionError(
+            f"opsgate {' '.join(args)} did not finish within {timeout_s}s:\n{stdout[-2000:]}"
+        ) from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)

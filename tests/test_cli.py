@@ -13,19 +13,16 @@ from xml.etree import ElementTree
 
 import httpx
 
-from helpers import alive
+from helpers import alive, run_opsgate
 
 OPSGATE = [sys.executable, "-m", "opsgate.cli"]
 
 
 def run(args: list[str], reports: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*OPSGATE, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "OPSGATE_REPORTS_DIR": str(reports), **env},
+    result: subprocess.CompletedProcess[str] = run_opsgate(
+        args, timeout_s=timeout, env={"OPSGATE_REPORTS_DIR": str(reports), **env}
     )
+    return result
 
 
 def test_validate_reports_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -112,9 +109,13 @@ def test_up_prints_addresses_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failed assertion: stop it as a user would, so it stops what it started
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert [pid for pid in pids if alive(pid)] == []
 
 
@@ -134,3 +135,26 @@ def test_checks_folder_collects_the_suite_with_readable_ids(tmp_path: Path) -> N
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
     )  # fmt: skip
     assert "test_flow[send-sms-delivered]" in destructive.stdout and "test_health" not in destructive.stdout
+
+
+def test_gate_interrupted_by_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*OPSGATE, "gate"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "OPSGATE_REPORTS_DIR": str(tmp_path)},
+    )  # fmt: skip
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(pids) < 7:
+            listing = tmp_path / "latest" / "logs" / "processes.json"
+            if listing.exists():
+                pids = [row["pid"] for row in json.loads(listing.read_text() or "{}").values()]
+            time.sleep(0.2)
+        assert len(pids) >= 7, "the gate never listed its processes"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0  # interrupted: never a pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert [pid for pid in pids if alive(pid)] == []

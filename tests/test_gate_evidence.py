@@ -4,14 +4,13 @@ opens in a real browser with no console errors and no request leaving the file."
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import run_opsgate
 from opsgate.probes.browser import inspect_file
 
 DEFECTS = "worker-acks-without-send,readiness-ignores-redis,slow-messages-route"
@@ -28,10 +27,7 @@ CAUGHT_BY = {
 @pytest.fixture(scope="module")
 def failing_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     reports = tmp_path_factory.mktemp("reports")
-    result = subprocess.run(
-        [sys.executable, "-m", "opsgate.cli", "gate"], capture_output=True, text=True, timeout=180,
-        env={**os.environ, "OPSGATE_REPORTS_DIR": str(reports), "OPSGATE_DEFECTS": DEFECTS},
-    )  # fmt: skip
+    result = run_opsgate(["gate"], timeout_s=240, env={"OPSGATE_REPORTS_DIR": str(reports), "OPSGATE_DEFECTS": DEFECTS})
     return result, (reports / "latest").resolve()
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import poll
+from helpers import poll, run_opsgate
 from opsgate.config import LOCAL_TARGET
 from opsgate.environments.local import LocalEnvironment
 from opsgate.reference.signing import sign
@@ -33,10 +30,9 @@ def external_target(platform: LocalEnvironment, tmp_path_factory: pytest.TempPat
 
 def gate(platform: LocalEnvironment, target: Path, tmp_path: Path, match: str) -> dict[str, dict[str, Any]]:
     """Run ``opsgate gate --match`` on the stand-in; returns the checks of its summary by id."""
-    result = subprocess.run(
-        [sys.executable, "-m", "opsgate.cli", "gate", "--target", str(target), "--match", match],
-        capture_output=True, text=True, timeout=180,
-        env={**os.environ, **platform.environ(), "OPSGATE_REPORTS_DIR": str(tmp_path)},
+    result = run_opsgate(
+        ["gate", "--target", str(target), "--match", match], timeout_s=180,
+        env={**platform.environ(), "OPSGATE_REPORTS_DIR": str(tmp_path)},
     )  # fmt: skip
     summary = json.loads(((tmp_path / "latest").resolve() / "summary.json").read_text())
     assert result.returncode == (0 if summary["verdict"] == "pass" else 1), result.stdout[-2000:]

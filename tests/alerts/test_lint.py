@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from helpers import run_opsgate
 from opsgate.environments.local import LocalEnvironment
 
 RULES = """groups:
@@ -34,9 +32,9 @@ def test_lint_fails_sloppy_rules_and_passes_tidy_ones(platform: LocalEnvironment
         f"metrics:\n  scrape: ['{platform.api_url}/metrics']\n"
         "alerts:\n  rules: [rules.yml]\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "opsgate.cli", "gate", "--target", str(target), "--only", "alerts"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "OPSGATE_REPORTS_DIR": str(tmp_path / "r")},
+    result = run_opsgate(
+        ["gate", "--target", str(target), "--only", "alerts"], timeout_s=120,
+        env={"OPSGATE_REPORTS_DIR": str(tmp_path / "r")},
     )  # fmt: skip
     assert result.returncode == 1, result.stdout[-2000:]
     summary = json.loads(((tmp_path / "r" / "latest").resolve() / "summary.json").read_text())

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from helpers import run_opsgate
 from opsgate.config import LOCAL_TARGET
 from opsgate.environments.launch import Launcher
 
@@ -25,10 +23,9 @@ def test_live_check_fails_on_a_drifted_threshold(tmp_path: Path) -> None:
         .replace("fire_within: 20m", "fire_within: 10m")  # fail within ~12 s, not 24 s
         .replace("sev2: paging", "sev2: chat")  # documented routing that the running Alertmanager does not do
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "opsgate.cli", "gate", "--target", str(target),
-         "--match", "alert_live or alert_rule or alert_routing"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OPSGATE_REPORTS_DIR": str(tmp_path / "r")},
+    result = run_opsgate(
+        ["gate", "--target", str(target), "--match", "alert_live or alert_rule or alert_routing"], timeout_s=300,
+        env={"OPSGATE_REPORTS_DIR": str(tmp_path / "r")},
     )  # fmt: skip
     assert result.returncode == 1, result.stdout[-3000:]
     summary = json.loads(((tmp_path / "r" / "latest").resolve() / "summary.json").read_text())

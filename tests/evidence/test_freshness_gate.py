@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from helpers import run_opsgate
 from opsgate.environments.local import LocalEnvironment
 
 DAY_S = 86400.0
@@ -39,10 +37,8 @@ def test_freshness_verdicts_on_an_external_target(platform: LocalEnvironment, tm
         f"services:\n  api:\n    url: {platform.api_url}\n    health: [{{path: /healthz}}]\n"
         f"freshness:\n{entries}"
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "opsgate.cli", "gate", "--target", str(target)], capture_output=True, text=True,
-        timeout=120, env={**os.environ, "OPSGATE_REPORTS_DIR": str(tmp_path / "reports")},
-    )  # fmt: skip
+    run = run_opsgate(["gate", "--target", str(target)], timeout_s=120,
+                      env={"OPSGATE_REPORTS_DIR": str(tmp_path / "reports")})  # fmt: skip
     summary = json.loads(((tmp_path / "reports" / "latest").resolve() / "summary.json").read_text())
     checks = {c["id"]: c for c in summary["checks"]}
     assert checks["health[api:/healthz]"]["verdict"] == "pass"  # external: nothing started, the stand-in answers
