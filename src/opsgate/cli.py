@@ -23,6 +23,7 @@ from opsgate.environments.binaries import MissingBinary
 from opsgate.environments.launch import Launcher
 from opsgate.environments.local import LocalEnvironmentError
 from opsgate.evidence.rundir import new_run_dir
+from opsgate.faults import journal
 from opsgate.waits import WaitTimeout
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2, 3, 4
@@ -63,6 +64,24 @@ def validate(target_file: Path) -> None:
     except TargetError as exc:
         fail(exc.message)
     click.echo(f"{target_file}: ok ({target.name}, environment {target.environment}, provider {target.provider})")
+
+
+@main.command()
+def recover() -> None:
+    """Roll back what a hard-killed run left in its journal, and stop the processes it started."""
+    results = journal.recover()
+    if not results:
+        click.echo(f"opsgate: nothing to recover in {journal.state_dir()}")
+        return
+    failed = 0
+    for name, steps in results.items():
+        click.echo(f"opsgate: recovering {name}")
+        for step in steps:
+            failed += not step.ok
+            click.echo(f"  {'ok  ' if step.ok else 'FAIL'} {step.what}: {step.detail}")
+    if failed:
+        fail(f"{failed} undo step(s) failed; the journal is kept: fix the cause and run `opsgate recover` again",
+             EXIT_ERROR)  # fmt: skip
 
 
 @main.command()

@@ -1,0 +1,122 @@
+"""The rollback journal: undo on disk before the fault, reverse replay, signals cannot cut it short,
+and ``opsgate recover`` after a SIGKILL restores the target and stops what the dead run started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers import alive
+from opsgate.environments.local import LocalEnvironment
+from opsgate.faults.journal import CommandUndo, HttpUndo, Journal, owner_alive, recover
+
+
+def faults_active(platform: LocalEnvironment) -> bool:
+    return bool(httpx.get(f"{platform.provider_url}/control/faults").json()["active"])
+
+
+def test_rollback_restores_and_removes_the_journal(platform: LocalEnvironment, tmp_path: Path) -> None:
+    journal = Journal.create(tmp_path)
+    undo_id = journal.record_undo(
+        "provider healthy", HttpUndo(method="DELETE", url=f"{platform.provider_url}/control/faults")
+    )
+    assert "DELETE" in journal.path.read_text()  # on disk before the fault is applied
+    assert journal.path.stat().st_mode & 0o777 == 0o600  # it may hold a control URL's credentials
+    httpx.put(f"{platform.provider_url}/control/faults", json={"error_rate": 1.0}).raise_for_status()
+    assert faults_active(platform)
+    results = journal.rollback()
+    assert [(r.what, r.ok) for r in results] == [("provider healthy", True)] and undo_id == 1
+    assert not faults_active(platform)
+    assert not journal.path.exists()
+
+
+def test_replay_is_reverse_and_continues_past_a_failure(tmp_path: Path) -> None:
+    out = tmp_path / "order.txt"
+    journal = Journal.create(tmp_path / "state")
+    journal.record_undo("first", CommandUndo(command=f"echo 1 >> {out}"))
+    journal.record_undo("broken", CommandUndo(command="exit 3"))
+    journal.record_undo("third", CommandUndo(command=f"echo 3 >> {out}"))
+    results = journal.rollback()
+    assert out.read_text().split() == ["3", "1"]
+    assert [(r.what, r.ok) for r in results] == [("third", True), ("broken", False), ("first", True)]
+    assert "exited 3" in results[1].detail
+    assert journal.path.exists()  # kept: one step failed, a later recover retries only what is pending
+    journal.record_undo("fixed", CommandUndo(command="true"))
+    again = journal.rollback()
+    assert [r.what for r in again] == ["fixed", "broken"]
+
+
+SCRIPT = """
+import os, subprocess, sys, time, httpx
+from pathlib import Path
+from opsgate.environments.process import process_start_time
+from opsgate.faults.journal import HttpUndo, Journal
+journal = Journal.create(Path(sys.argv[1]))
+child = subprocess.Popen(["sleep", "300"], start_new_session=True)
+journal.record_process("sleeper", child.pid, process_start_time(child.pid))
+journal.record_undo("provider healthy", HttpUndo(method="DELETE", url=sys.argv[2] + "/control/faults"))
+httpx.put(sys.argv[2] + "/control/faults", json={"error_rate": 1.0}).raise_for_status()
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_recover_after_sigkill(platform: LocalEnvironment, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    run = subprocess.Popen([sys.executable, "-c", SCRIPT, str(state), platform.provider_url],
+                           stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert run.stdout is not None
+        sleeper = int(run.stdout.readline())
+        journal = next(state.glob("*.jsonl"))
+        assert owner_alive(journal) and recover(state) == {}  # a live run's journal is never touched
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        assert faults_active(platform) and alive(sleeper)
+        result = subprocess.run([sys.executable, "-m", "opsgate.cli", "recover"], capture_output=True, text=True,
+                                timeout=60, env={**os.environ, "OPSGATE_STATE_DIR": str(state)})  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "ok   provider healthy: DELETE" in result.stdout and "ok   stop sleeper" in result.stdout
+        assert not faults_active(platform)
+        deadline = time.monotonic() + 10
+        while alive(sleeper) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the sleeper is not our child: wait until init has reaped it
+        assert not alive(sleeper)
+        assert list(state.glob("*.jsonl")) == []
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+
+SLOW_ROLLBACK = """
+import sys
+from pathlib import Path
+from opsgate.faults.journal import CommandUndo, Journal
+journal = Journal.create(Path(sys.argv[1]))
+for n in (1, 2, 3):
+    journal.record_undo(f"step {n}", CommandUndo(command=f"sleep 0.4; echo {n} >> {sys.argv[2]}"))
+print("rolling back", flush=True)
+journal.rollback()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_signals_during_rollback_do_not_skip_steps(tmp_path: Path, signals: int) -> None:
+    out = tmp_path / "steps.txt"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_ROLLBACK, str(tmp_path / "state"), str(out)],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "rolling back"
+    for _ in range(signals):
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    assert out.read_text().split() == ["3", "2", "1"]  # every undo ran, newest first
+    assert proc.returncode == -signal.SIGTERM  # the signal took effect only after the rollback
