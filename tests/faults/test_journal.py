@@ -3,6 +3,7 @@ and ``opsgate recover`` after a SIGKILL restores the target and stops what the d
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -120,3 +121,34 @@ def test_signals_during_rollback_do_not_skip_steps(tmp_path: Path, signals: int)
     proc.wait(timeout=20)
     assert out.read_text().split() == ["3", "2", "1"]  # every undo ran, newest first
     assert proc.returncode == -signal.SIGTERM  # the signal took effect only after the rollback
+
+
+def test_recover_stops_every_process_of_a_sigkilled_gate(tmp_path: Path) -> None:
+    env = {**os.environ, "OPSGATE_REPORTS_DIR": str(tmp_path / "reports"), "OPSGATE_STATE_DIR": str(tmp_path / "state")}
+    gate = subprocess.Popen([sys.executable, "-m", "opsgate.cli", "gate"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 90
+        listing = tmp_path / "reports" / "latest" / "logs" / "processes.json"
+        while time.monotonic() < deadline and len(pids) < 8:
+            if listing.exists():
+                pids = [row["pid"] for row in json.loads(listing.read_text() or "{}").values()]
+            time.sleep(0.2)
+        assert len(pids) >= 8, "the gate never listed its processes"
+        gate.send_signal(signal.SIGKILL)  # no handler, no teardown: everything it started is orphaned
+        gate.wait(timeout=10)
+        assert all(alive(pid) for pid in pids)
+        result = subprocess.run([sys.executable, "-m", "opsgate.cli", "recover"], capture_output=True, text=True,
+                                timeout=120, env=env)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        for step in ("stop postgres", "stop prometheus", "stop worker-1", "remove /tmp/opsgate-local-"):
+            assert step in result.stdout, result.stdout
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pid for pid in pids if alive(pid)] == []
+        assert list((tmp_path / "state").glob("*.jsonl")) == []
+    finally:
+        if gate.poll() is None:
+            gate.kill()

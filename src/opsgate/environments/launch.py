@@ -11,6 +11,7 @@ from pathlib import Path
 from opsgate.alerts.rulefiles import rule_paths
 from opsgate.config import Target, load_target
 from opsgate.environments.local import LocalEnvironment
+from opsgate.faults.journal import Journal
 
 
 @dataclass
@@ -43,17 +44,25 @@ class Launcher:
         return target
 
     def start(self) -> Provisioned:
-        """Start the local environment (if any) and return the target with its final addresses."""
+        """Start the local environment (if any) and return the target with its final addresses.
+
+        Every process it starts is noted in a rollback journal first, so that if this run is killed
+        with SIGKILL, ``opsgate recover`` stops them.
+        """
         if self.environment is None:
             return Provisioned(self.target, None)
+        self.environment.journal = Journal.create()
         self.environment.start()
         self.target = load_target(self.target_path, {**os.environ, **self.environment.environ()})
         return Provisioned(self.target, self.environment)
 
     def stop(self) -> None:
-        """Stop whatever :meth:`start` started."""
+        """Stop whatever :meth:`start` started, then close (delete) its journal."""
         if self.environment is not None:
             self.environment.stop()
+            if self.environment.journal is not None:
+                self.environment.journal.close()
+                self.environment.journal = None
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from opsgate.alerts.compress import Clamp
 from opsgate.environments import binaries
 from opsgate.environments.ports import PortAllocator
 from opsgate.environments.process import ManagedProcess
+from opsgate.faults.journal import Journal
 from opsgate.reference.db import DEMO_TENANTS
 from opsgate.waits import wait_until
 
@@ -110,6 +111,8 @@ class LocalEnvironment:
     alert_rules: list[Path] = field(default_factory=list)
     """Rule files to load, time-compressed, into a local Prometheus + Alertmanager (none: no alerting stack)."""
     clamps: list[Clamp] = field(default_factory=list)
+    journal: Journal | None = None
+    """Where every started process (PID + start time) is noted, so ``opsgate recover`` can stop it after a SIGKILL."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -230,6 +233,8 @@ class LocalEnvironment:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="opsgate-local-"))
         self.root.chmod(0o755)
+        if self.journal is not None:
+            self.journal.record_scratch(self.root)
         try:
             # Redis and the sandbox boot while initdb runs; the platform needs PostgreSQL's database.
             self._spawn("redis")
@@ -560,6 +565,8 @@ class LocalEnvironment:
         process = self._recipes[name][0]()
         process.start()
         self.processes[name] = process
+        if self.journal is not None and process.pid is not None:
+            self.journal.record_process(name, process.pid, process.start_ticks)
 
     def _wait_ready(self, name: str) -> None:
         """Wait until ``name`` is ready; a port taken meanwhile gets a new port and a new start."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -149,6 +150,10 @@ class Journal:
         """Note a process this run started, so a recovery can stop it (by PID *and* start time)."""
         self._append({"type": "process", "name": name, "pid": pid, "start_ticks": start_ticks})
 
+    def record_scratch(self, path: Path) -> None:
+        """Note a scratch directory this run created (data dirs), so a recovery can remove it."""
+        self._append({"type": "scratch", "path": str(path)})
+
     def mark_done(self, entry_id: int) -> None:
         """The undo ``entry_id`` has been carried out (or is no longer needed)."""
         self._append({"type": "done", "id": entry_id})
@@ -199,6 +204,9 @@ def replay(path: Path, *, stop_processes: bool) -> list[Restored]:
     if stop_processes:
         for entry in reversed([e for e in entries if e.get("type") == "process"]):
             results.append(Restored(f"stop {entry['name']}", True, stop_process(entry["pid"], entry["start_ticks"])))
+        for entry in [e for e in entries if e.get("type") == "scratch"]:
+            shutil.rmtree(entry["path"], ignore_errors=True)
+            results.append(Restored(f"remove {entry['path']}", True, "removed"))
     if all(r.ok for r in results):
         path.unlink(missing_ok=True)
     return results
