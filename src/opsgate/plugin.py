@@ -202,6 +202,11 @@ def alert_rule_names(target: Target) -> list[str]:
         return []
 
 
+def writing_flows(target: Target) -> list[str]:
+    """Flows that change state (any step other than GET): marked ``destructive``."""
+    return [f.name for f in target.flows if any(step.method != "GET" for step in f.steps)]
+
+
 def datastore_names(target: Target) -> list[str]:
     """The datastores the target declares."""
     return [name for name in ("postgres", "redis") if getattr(target.datastores, name) is not None]
@@ -232,14 +237,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if fixture in metafunc.fixturenames:
             target = target or metafunc.config.stash[SESSION_KEY].launcher.target
             names = section(target)
-            changing = {f.name for f in target.flows if any(step.method != "GET" for step in f.steps)}
+            writing = set(writing_flows(target)) if fixture == "flow_name" else set()
             params = [
-                pytest.param(
-                    name,
-                    id=name,
-                    marks=[pytest.mark.destructive] if fixture == "flow_name" and name in changing else [],
-                )
-                for name in names
+                pytest.param(name, id=name, marks=[pytest.mark.destructive] * (name in writing)) for name in names
             ]
             metafunc.parametrize(fixture, params)
 

@@ -27,6 +27,18 @@ class HttpObservation:
     at: float
 
 
+async def fetch(client: httpx.AsyncClient, method: str, url: str, *, timeout_s: float, **kwargs: Any) -> httpx.Response:
+    """One request; a refused connection or a timeout raises :class:`ProbeError` naming the URL."""
+    try:
+        return await client.request(method, url, timeout=timeout_s, **kwargs)
+    except httpx.ConnectError:
+        raise ProbeError(f"connection refused to {url}") from None
+    except httpx.TimeoutException:
+        raise ProbeError(f"no answer from {url} within {timeout_s:g}s") from None
+    except httpx.HTTPError as exc:
+        raise ProbeError(f"{method} {url} failed: {type(exc).__name__}") from None
+
+
 async def request(
     client: httpx.AsyncClient,
     method: str,
@@ -36,17 +48,10 @@ async def request(
     headers: dict[str, str] | None = None,
     content: bytes | None = None,
 ) -> HttpObservation:
-    """Send one request; a refused connection or a timeout raises :class:`ProbeError` naming the URL."""
+    """Send one request and observe it; a refused connection or a timeout raises :class:`ProbeError`."""
     at = time.time()
     started = time.perf_counter()
-    try:
-        response = await client.request(method, url, headers=headers, content=content, timeout=timeout_s)
-    except httpx.ConnectError:
-        raise ProbeError(f"connection refused to {url}") from None
-    except httpx.TimeoutException:
-        raise ProbeError(f"no answer from {url} within {timeout_s:g}s") from None
-    except httpx.HTTPError as exc:
-        raise ProbeError(f"{method} {url} failed: {type(exc).__name__}") from None
+    response = await fetch(client, method, url, timeout_s=timeout_s, headers=headers, content=content)
     latency_ms = (time.perf_counter() - started) * 1000
     try:
         body: Any = response.json()

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from opsgate.config import MetricSelector, MetricSource
 from opsgate.probes.base import ProbeError
+from opsgate.probes.http import fetch
 
 SeriesKey = tuple[str, frozenset[tuple[str, str]]]
 
@@ -78,12 +79,7 @@ async def scrape(client: httpx.AsyncClient, urls: Sequence[str], *, timeout_s: f
     """Scrape every URL (concurrently) into one snapshot; any endpoint failing raises :class:`ProbeError`."""
 
     async def one(url: str) -> tuple[dict[SeriesKey, float], set[str]]:
-        try:
-            response = await client.get(url, timeout=timeout_s)
-        except httpx.ConnectError:
-            raise ProbeError(f"connection refused to {url}") from None
-        except httpx.TimeoutException:
-            raise ProbeError(f"no answer from {url} within {timeout_s:g}s") from None
+        response = await fetch(client, "GET", url, timeout_s=timeout_s)
         if response.status_code != 200:
             raise ProbeError(f"{url} answered {response.status_code}")
         return _parse(response.text, url)

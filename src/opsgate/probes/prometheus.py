@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from opsgate.probes.base import ProbeError
+from opsgate.probes.http import fetch
 
 
 async def instant_value(
@@ -12,12 +13,7 @@ async def instant_value(
 ) -> float | None:
     """The single value of an instant query; None for an empty result; more than one series is an error."""
     url = base_url.rstrip("/") + "/api/v1/query"
-    try:
-        response = await client.get(url, params={"query": promql}, timeout=timeout_s)
-    except httpx.ConnectError:
-        raise ProbeError(f"connection refused to {url}") from None
-    except httpx.TimeoutException:
-        raise ProbeError(f"no answer from {url} within {timeout_s:g}s") from None
+    response = await fetch(client, "GET", url, timeout_s=timeout_s, params={"query": promql})
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code != 200 or body.get("status") != "success":
         raise ProbeError(f"PromQL {promql!r} failed at {url}: {body.get('error') or response.status_code}")
