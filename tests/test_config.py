@@ -58,11 +58,20 @@ def test_local_target_loads() -> None:
         "api-error-ratio",
         "db-pool",
         "no-paging-alert-firing",
+        "worker-heartbeat",
         "provider-quota",
     ]
     assert target.gates[0].judged_on_delta and not target.gates[3].judged_on_delta
     assert [f.name for f in target.flows] == ["send-sms-delivered", "billing-webhook-processed"]
     assert target.freshness[0].max_age == 86400 and target.browser[0].name == "admin-kill-switch-state"
+    assert [d.name for d in target.drills] == [
+        "worker-to-zero",
+        "redis-outage",
+        "postgres-outage",
+        "maintenance-mode",
+        "postgres-latency",
+    ]
+    assert target.drills[1].fault.repeat == 2 and target.drills[1].traffic[0].phase == "before"
     assert isinstance(target.services["worker"].control, ProcessControl)
     assert [(q.name, q.max_waiting) for q in target.queues] == [("send-messages", 100), ("billing-webhooks", 50)]
     assert target.metrics.scrape == ["http://127.0.0.1:8001/metrics", "http://127.0.0.1:8002/metrics"]
@@ -131,7 +140,7 @@ MALFORMED = {
     "unknown-field-far": (
         MINIMAL + "colour: blue\n",
         "colour: unknown field (expected one of: name, environment, provider, time_scale, secrets, "
-        "platform, services, datastores, queues, metrics, auth, gates, flows, freshness, browser, alerts)",
+        "platform, services, datastores, queues, metrics, auth, gates, flows, freshness, browser, alerts, drills)",
     ),
     "path-without-slash": (
         API + "    health:\n      - path: healthz\n",
@@ -310,7 +319,11 @@ def test_public_names() -> None:
             "BrowserCheck",
             "BrowserExpect",
             "BrowserStep",
+            "DrillExpect",
+            "DrillFault",
             "DrillLogs",
+            "DrillSpec",
+            "DrillTraffic",
             "Flow",
             "FlowStep",
             "FreshnessSpec",
@@ -326,6 +339,7 @@ def test_public_names() -> None:
             "Duration",
             "Expect",
             "HealthCheck",
+            "HealthProbe",
             "Metrics",
             "PlatformSpec",
             "Postgres",
@@ -336,7 +350,9 @@ def test_public_names() -> None:
             "Service",
             "Target",
             "TargetError",
+            "Toggle",
             "Traffic",
+            "TrafficExpect",
             "load_target",
             "parse_duration",
             "parse_target",

@@ -1,4 +1,4 @@
-"""The ``opsgate`` command: ``up``, ``gate`` and ``validate``.
+"""The ``opsgate`` command: ``up``, ``gate``, ``drill``, ``recover`` and ``validate``.
 
 Exit codes follow the run's verdict: 0 pass, 1 fail, 2 bad usage or target file, 3 error or
 inconclusive (or aborted), 4 refused by a guard.
@@ -128,8 +128,39 @@ def up(target_file: Path | None, defects: str | None) -> None:
 @click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: embedded)")
 @click.option("--only", default=None, help="comma-separated markers to run, e.g. smoke,health")
 @click.option("--match", "match", default=None, help="run only checks whose id matches (pytest -k expression)")
-def gate(target_file: Path | None, only: str | None, match: str | None) -> None:
+@click.option("--allow-destructive", is_flag=True, help="allow destructive checks on a staging target")
+def gate(target_file: Path | None, only: str | None, match: str | None, allow_destructive: bool) -> None:
     """Run the pre-promotion gate and write evidence; exit 0 only if every gate passed."""
+    args = ["--pyargs", "opsgate.suite", "--ignore-glob=*/test_drills.py"]
+    if only:
+        args += ["-m", " or ".join(part.strip() for part in only.split(",") if part.strip())]
+    run_suite(target_file, args, match, allow_destructive, what="checks")
+
+
+@main.command()
+@click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: embedded)")
+@click.option("--match", "match", default=None, help="run only drills whose id matches (pytest -k expression)")
+@click.option("--allow-destructive", is_flag=True, help="allow destructive drills on a staging target")
+@click.option("--chaos", "chaos_dir", type=click.Path(path_type=Path), default=Path("chaos"), show_default=True,
+              help="folder of Python drills (the target file's own drills always run)")  # fmt: skip
+@click.option("--drill-logs", type=click.Path(path_type=Path), default=Path("reports/drills"), show_default=True,
+              help="drill logs go to DIR/<environment>/<YYYYMMDD-HHMMSS>-<drill>.md")  # fmt: skip
+def drill(
+    target_file: Path | None, match: str | None, allow_destructive: bool, chaos_dir: Path, drill_logs: Path
+) -> None:
+    """Run the failure drills (chaos/ and the target file's drills:), always rolling back; write drill logs."""
+    if chaos_dir.is_dir():
+        args = [str(chaos_dir)]
+    else:
+        click.echo(f"opsgate: no {chaos_dir}/ here: running the target file's declared drills only")
+        args = ["--pyargs", "opsgate.suite.test_drills"]
+    run_suite(target_file, [*args, "--opsgate-drill-logs", str(drill_logs)], match, allow_destructive,
+              what="drills")  # fmt: skip
+
+
+def run_suite(target_file: Path | None, args: list[str], match: str | None, allow_destructive: bool,
+              *, what: str) -> None:  # fmt: skip
+    """Run pytest on ``args`` against the target with evidence in a new run directory; exit with the verdict."""
     import pytest
 
     path = target_file or LOCAL_TARGET
@@ -139,7 +170,7 @@ def gate(target_file: Path | None, only: str | None, match: str | None) -> None:
     except TargetError as exc:
         fail(exc.message)
     args = [
-        "--pyargs", "opsgate.suite",
+        *args,
         "--target", str(path),
         "--opsgate-run-dir", str(run_dir),
         f"--junitxml={run_dir / 'junit.xml'}",
@@ -147,8 +178,8 @@ def gate(target_file: Path | None, only: str | None, match: str | None) -> None:
         "-v", "--no-header", "-rfE", "--tb=line",
         *PYTEST_SETTINGS,
     ]  # fmt: skip
-    if only:
-        args += ["-m", " or ".join(part.strip() for part in only.split(",") if part.strip())]
+    if allow_destructive:
+        args.append("--allow-destructive")
     if match:
         args += ["-k", match]
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -156,7 +187,7 @@ def gate(target_file: Path | None, only: str | None, match: str | None) -> None:
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
         fail(
-            f"no checks were judged (pytest exit {code}); evidence in {run_dir}",
+            f"no {what} were judged (pytest exit {code}); evidence in {run_dir}",
             PYTEST_TO_OPSGATE.get(code, EXIT_ERROR),
         )
     summary = json.loads(summary_path.read_text())

@@ -46,7 +46,11 @@ __all__ = [
     "CommandControl",
     "Control",
     "Datastores",
+    "DrillExpect",
+    "DrillFault",
     "DrillLogs",
+    "DrillSpec",
+    "DrillTraffic",
     "Duration",
     "Expect",
     "Flow",
@@ -54,6 +58,7 @@ __all__ = [
     "FreshnessSpec",
     "GateSpec",
     "HealthCheck",
+    "HealthProbe",
     "HttpSource",
     "MetricSelector",
     "MetricSource",
@@ -69,7 +74,9 @@ __all__ = [
     "Signing",
     "Target",
     "TargetError",
+    "Toggle",
     "Traffic",
+    "TrafficExpect",
     "load_target",
     "parse_duration",
     "parse_target",
@@ -459,6 +466,10 @@ class GateSpec(_Section):
     """Failing samples tolerated within the window (mode ``every``)."""
     traffic: Traffic | None = None
     """Synthetic traffic during the window (requires ``window``)."""
+    scrape: list[_HttpUrl] = []
+    """Endpoints to read this gate's metric from (default: every ``metrics.scrape`` endpoint)."""
+    scale_threshold: bool = False
+    """The threshold is a duration in seconds (a heartbeat age): scaled by ``time_scale``, not below 1 s."""
     claim: _ClaimId | None = None
 
     @model_validator(mode="after")
@@ -680,6 +691,166 @@ class Alerts(_Section):
     """Receiver each severity must route to on ``alertmanager`` (checked with ``amtool config routes test``)."""
 
 
+class DrillFault(_Section):
+    """What a drill breaks, by exactly one of ``stop``, ``provider``, ``proxy``, ``toggle``, held then restored."""
+
+    stop: _Name | None = None
+    """A service with a ``control`` (e.g. ``worker``) or a local datastore (``redis``, ``postgres``)."""
+    provider: dict[str, Any] | None = None
+    """Provider fault settings (``error_rate``, ``status``, ``retry_after_s``, ``latency_ms``, ``hang``, ``seed``)."""
+    provider_control: _OptionalHttpUrl = None
+    """The provider's fault control URL (default: ``<services.provider.url>/control/faults``)."""
+    proxy: dict[str, Any] | None = None
+    """Network fault through opsgate's fault proxy: ``{dependency: postgres, mode: latency|reset|blackhole, ...}``."""
+    proxy_control: _OptionalHttpUrl = None
+    """The fault proxy's control URL (local environment: its own proxy in front of the dependency)."""
+    toggle: Toggle | None = None
+    hold: Duration = 0.0
+    """Keep the fault this long after the ``expect_during`` checks held (scaled)."""
+    repeat: Annotated[int, _number(int, ge=1, le=10)] = 1
+    """Apply-and-restore cycles (e.g. two short outages in a row)."""
+    gap: Duration = 0.0
+    """Pause between cycles (scaled)."""
+
+    @model_validator(mode="after")
+    def _one_fault(self) -> DrillFault:
+        given = [k for k in ("stop", "provider", "proxy", "toggle") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise _FieldProblem("exactly one fault of stop, provider, proxy, toggle", given or "none")
+        if self.proxy is not None and "dependency" not in self.proxy:
+            raise _FieldProblem("a proxy fault naming its dependency (e.g. dependency: postgres)", self.proxy)
+        return self
+
+
+class Toggle(_Section):
+    """A switch flipped through the target's API; ``check`` proves it is on (the fault took effect).
+
+    (``enable``/``disable``, not ``on``/``off``: YAML reads those two words as booleans.)
+    """
+
+    name: _Name = "toggle"
+    enable: Annotated[list[FlowStep], Field(min_length=1)]
+    disable: Annotated[list[FlowStep], Field(min_length=1)]
+    """Self-contained (log in again if needed): an external target replays them from the journal."""
+    check: FlowStep | None = None
+
+
+class DrillTraffic(_Section):
+    """Requests a drill sends: ``count`` of ``step`` at ``rate_per_s``; saved fields are reconciled afterwards."""
+
+    step: FlowStep
+    count: Annotated[int, _number(int, ge=1, le=10_000)]
+    rate_per_s: Annotated[float, _number(float, gt=0, le=500)] = 10.0
+    phase: Literal["before", "during"] = "during"
+    """``before``: sent just before the fault (work in flight when it hits); ``during``: while it holds."""
+
+
+class TrafficExpect(_Section):
+    """What every response to the drill's traffic must show (e.g. writes fail fast with 503)."""
+
+    status: list[int] | None = None
+    max_latency_ms: Annotated[float, _number(float, gt=0)] | None = None
+
+
+class DrillExpect(_Section):
+    """One expectation of a drill, by exactly one source, polled until it holds or ``within`` runs out."""
+
+    name: str | None = None
+    """How the timeline and the measured durations call it (default: generated from the source)."""
+    alert: _Name | None = None
+    state: Literal["inactive", "pending", "firing"] | None = None
+    gate: _Name | None = None
+    """A gate of this file, run now; ``verdict`` is the verdict it must reach (``fail`` = the fault shows)."""
+    verdict: Literal["pass", "fail"] | None = None
+    queue: _Name | None = None
+    """A queue's waiting count, compared with ``op`` ``value``."""
+    metric: MetricSource | None = None
+    """A metric; with ``increase: true``, its increase since the drill started."""
+    increase: bool = False
+    health: HealthProbe | None = None
+    step: FlowStep | None = None
+    """A request whose ``expect`` must hold (e.g. a write answered 202 once maintenance is off)."""
+    http: HttpSource | None = None
+    sql: _Name | None = None
+    """A query against ``datastores.postgres``; ``%(name)s`` binds the list of values traffic saved as ``name``."""
+    traffic: TrafficExpect | None = None
+    op: Literal["<", "<=", ">", ">=", "==", "!="] | None = None
+    value: float | Literal["sent", "accepted"] | None = None
+    """A number, or ``sent``/``accepted``: how many traffic requests were sent / answered 2xx."""
+    within: Duration = 0.0
+    """Deadline (scaled); 0 = check once."""
+    every: _PositiveDuration = 1.0
+    """Seconds between polls (scaled, floor 0.1 s)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DrillExpect:
+        sources = ("alert", "gate", "queue", "metric", "health", "step", "http", "sql", "traffic")
+        given = [k for k in sources if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise _FieldProblem(f"exactly one source of {', '.join(sources)}", given or "none")
+        if self.alert is not None and self.state is None:
+            raise _FieldProblem("a state (inactive, pending, firing) for the alert", "no state")
+        if self.gate is not None and self.verdict is None:
+            raise _FieldProblem("a verdict (pass or fail) for the gate", "no verdict")
+        if given[0] in ("queue", "metric", "http", "sql") and (self.op is None or self.value is None):
+            raise _FieldProblem(f"op and value to compare the {given[0]} with", "missing")
+        return self
+
+    def describe(self) -> str:
+        """``queue billing-webhooks == 0`` style text (or ``name``)."""
+        if self.name is not None:
+            what = self.name
+        elif self.alert is not None:
+            what = f"alert {self.alert} {self.state}"
+        elif self.gate is not None:
+            what = f"gate {self.gate} verdict {self.verdict}"
+        elif self.health is not None:
+            what = f"{self.health.service} {self.health.path} answers {self.health.expect.status}"
+        elif self.step is not None:
+            what = f"{self.step.method} {self.step.path} answers {self.step.expect.status}"
+        elif self.traffic is not None:
+            what = f"traffic responses {self.traffic.model_dump(exclude_none=True)}"
+        else:
+            source = self.queue or self.sql or (self.http.field if self.http else "")
+            if self.metric is not None:
+                source = (self.metric.name or self.metric.histogram or "ratio") + (" increase" if self.increase else "")
+            what = f"{source} {self.op} {self.value}"
+        return what
+
+
+class HealthProbe(_Section):
+    """An HTTP request to a service and the response it must get (e.g. readiness 503 naming the part)."""
+
+    service: _Name
+    path: Annotated[str, AfterValidator(_url_path)]
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    headers: dict[str, str] = {}
+    expect: Expect = Expect()
+
+
+class DrillSpec(_Section):
+    """A failure drill declared in the target file: steady state → fault → expectations → rollback → after."""
+
+    name: _Name
+    objective: str = ""
+    claim: _ClaimId | None = None
+    destructive: bool = True
+    """Changes the target's state: refused on production, needs ``--allow-destructive`` on staging."""
+    timeout: _PositiveDuration = 1800.0
+    """The whole drill's limit (scaled, floor 60 s); on expiry it rolls back and reports an error."""
+    fault: DrillFault
+    traffic: list[DrillTraffic] = []
+    expect_during: list[DrillExpect] = []
+    expect_after: list[DrillExpect] = []
+    abort: list[DrillExpect] = []
+    """Checked every ``abort_every`` while the fault holds; the first that does not hold rolls back at once."""
+    abort_every: _PositiveDuration = 5.0
+    recover_within: _PositiveDuration = 300.0
+    """After ``expect_after``, every health check of the target must pass again within this (scaled, floor 5 s)."""
+    watch: list[_Name] = []
+    """Queues sampled through the drill into its timeline (depth over time)."""
+
+
 class Auth(_Section):
     """Credentials synthetic checks use; empty values mean absent."""
 
@@ -716,6 +887,7 @@ class Target(_Section):
     freshness: list[FreshnessSpec] = []
     browser: list[BrowserCheck] = []
     alerts: Alerts = Alerts()
+    drills: list[DrillSpec] = []
 
     _source: Path | None = PrivateAttr(default=None)
     _secret_env_values: frozenset[str] = PrivateAttr(default=frozenset())
@@ -1125,3 +1297,5 @@ def _secrets_in(data: object, environ: Mapping[str, str], secret_names: Sequence
 
 
 GateSpec.model_rebuild()
+DrillFault.model_rebuild()
+DrillExpect.model_rebuild()

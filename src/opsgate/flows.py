@@ -52,7 +52,7 @@ def fill(template: Any, variables: dict[str, str]) -> Any:
     return template
 
 
-def _problem(step: FlowStep, observed: HttpObservation) -> str | None:
+def problem_of(step: FlowStep, observed: HttpObservation) -> str | None:
     if observed.status != step.expect.status:
         return f"expected status {step.expect.status}, got {observed.status}: {observed.text[:200]}"
     if step.expect.json is not None:
@@ -92,7 +92,7 @@ async def run_steps(
         problem: str | None = None
         if step.poll is None:
             observed = await send_step(client, target, step, run.variables)
-            problem = _problem(step, observed)
+            problem = problem_of(step, observed)
         else:
             within = target.scaled(step.poll.within, floor_s=1.0)
             every = target.scaled(step.poll.every, floor_s=0.05)
@@ -101,7 +101,7 @@ async def run_steps(
             for _ in range(int(within / every) + 2):
                 polls += 1
                 observed = await send_step(client, target, step, run.variables)
-                problem = _problem(step, observed)
+                problem = problem_of(step, observed)
                 if problem is None or time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(every)

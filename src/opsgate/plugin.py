@@ -22,10 +22,12 @@ import pytest
 from opsgate.alerts.live import LiveAlerts
 from opsgate.alerts.rulefiles import read_rules, rule_paths
 from opsgate.config import LOCAL_TARGET, HealthCheck, Target, TargetError
+from opsgate.drills.drill import Drill
 from opsgate.environments.launch import Launcher, Provisioned
 from opsgate.environments.local import LocalEnvironment
 from opsgate.evidence import html
-from opsgate.evidence.recorder import Recorder, record_from_report
+from opsgate.evidence.drill_logs import drill_log_path, render_drill_log
+from opsgate.evidence.recorder import Recorder, check_id, record_from_report
 from opsgate.evidence.records import CheckRecord
 from opsgate.evidence.redact import Redactor
 from opsgate.evidence.rundir import new_run_dir
@@ -36,6 +38,7 @@ MARKERS = {
     "health": "health gates from the target file's health, datastore, queue and metric sections",
     "destructive": "changes the target's state; refused on production, needs --allow-destructive on staging",
     "alerts": "alert rules against the runbooks' documented thresholds: promtool boundary tests and lint",
+    "drill": "failure drills: a fault injected, judged and always rolled back (opsgate drill)",
 }
 
 
@@ -79,8 +82,8 @@ class OpsgateSession:
     def provisioned(self) -> Provisioned:
         """The target, started once per session when it is local."""
         if self._provisioned is None:
-            if self.launcher.environment is not None:
-                self._previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+            # SIGTERM ends the run like Ctrl-C: faults are rolled back and started processes stopped.
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
             self._provisioned = self.launcher.start()
         return self._provisioned
 
@@ -106,6 +109,21 @@ class OpsgateSession:
         summary.info = self.run_info()
         summary.write(self.run_dir / "summary.json")
         (self.run_dir / "report.html").write_text(html.render(summary))
+
+    def write_drill_log(self, drill: Drill, record: CheckRecord) -> Path:
+        """Write the drill log (redacted) to the drill-log folder and the run directory; returns the latter."""
+        target = self.launcher.target
+        text = render_drill_log(record, target=target.name, environment=target.environment, objective=drill.objective,
+                                snapshots=drill.snapshots, seeds=drill.seeds)  # fmt: skip
+        text = Redactor(target.secret_values).text(text)
+        folder = Path(self.config.getoption("opsgate_drill_logs"))
+        shared = drill_log_path(folder, target.environment, record.id, record.started_at or time.time())
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        shared.write_text(text)
+        local = self.run_dir / "drills" / shared.name
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(text)
+        return local
 
     def close(self) -> None:
         """Stop what this session started, then redact the run's artifacts."""
@@ -150,6 +168,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="evidence directory of this run (default: a new reports/<run-id>/)",
     )
+    group.addoption(
+        "--allow-destructive",
+        dest="opsgate_allow_destructive",
+        action="store_true",
+        default=False,
+        help="allow checks and drills marked destructive on a staging target (never on production)",
+    )
+    group.addoption(
+        "--opsgate-drill-logs",
+        dest="opsgate_drill_logs",
+        default="reports/drills",
+        metavar="DIR",
+        help="where drill logs are written, as DIR/<environment>/<YYYYMMDD-HHMMSS>-<drill>.md",
+    )
     parser.addini("opsgate_target", "target file used when --target is not given", default="")
 
 
@@ -177,6 +209,30 @@ def pytest_runtest_makereport(
         if record is not None:
             session.records.append(record)
     return report
+
+
+def refusal(environment: str, allowed: bool) -> str | None:
+    """Why a destructive check may not run on a target of ``environment`` (None: it may)."""
+    if environment == "production":
+        return "destructive: refused on a production target"
+    if environment == "staging" and not allowed:
+        return "destructive: refused on a staging target without --allow-destructive"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The guard: a destructive check on production (always) or staging (unless allowed) is refused, not run."""
+    if item.get_closest_marker("destructive") is None:
+        return
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return
+    reason = refusal(session.launcher.target.environment, item.config.getoption("opsgate_allow_destructive"))
+    if reason is not None:
+        kind = "drill" if item.get_closest_marker("drill") else "check"
+        session.records.append(CheckRecord(id=check_id(item), kind=kind, verdict="refused", message=reason,
+                                           started_at=time.time(), finished_at=time.time()))  # fmt: skip
+        pytest.skip(reason)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -222,6 +278,7 @@ PARAMETRISED: dict[str, Callable[[Target], list[str]]] = {
     "alert_name": lambda t: [row.alert for row in t.alerts.thresholds],
     "rule_name": alert_rule_names,
     "live_alert_name": lambda t: [live.alert for live in t.alerts.live],
+    "drill_name": lambda t: [d.name for d in t.drills],
     "severity": lambda t: list(t.alerts.routing),
 }
 
@@ -238,6 +295,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             target = target or metafunc.config.stash[SESSION_KEY].launcher.target
             names = section(target)
             writing = set(writing_flows(target)) if fixture == "flow_name" else set()
+            if fixture == "drill_name":
+                writing = {d.name for d in target.drills if d.destructive}
             params = [
                 pytest.param(name, id=name, marks=[pytest.mark.destructive] * (name in writing)) for name in names
             ]
@@ -289,3 +348,20 @@ async def live_alerts(target: Target) -> AsyncIterator[LiveAlerts]:
         pytest.skip(f"target {target.name!r} has no metrics.prometheus: no live alerts")
     async with httpx.AsyncClient() as client:
         yield LiveAlerts(client, target.metrics.prometheus, target.alerts.receiver)
+
+
+@pytest.fixture
+def drill(request: pytest.FixtureRequest, opsgate_session: OpsgateSession, target: Target, evidence: Recorder) -> Drill:
+    """A drill named after the test: ``async with drill.running(): ...``; its verdict, timeline and log are evidence.
+
+    Set ``drill.claim``, ``drill.objective`` and ``drill.timeout_s`` before running it.
+    """
+    journal = opsgate_session.launcher.journal
+    assert journal is not None, "the target is provisioned before a drill runs"
+
+    def finish(finished: Drill) -> None:
+        record = evidence.record(finished.record())
+        log = opsgate_session.write_drill_log(finished, record)
+        evidence.attach(log)
+
+    return Drill(evidence.id, target, journal, on_finish=finish, timeout_s=target.scaled(1800.0, floor_s=60.0))

@@ -42,7 +42,7 @@ def test_two_workers_start_stop_leaves_nothing_and_a_port_taken_meanwhile_is_mov
             assert redis.Redis.from_url(environment.redis_url).ping()
             assert httpx.get(f"{environment.api_url}/readyz").json()["ready"] is True
             pids = environment.running_pids()
-            assert set(pids) == {"postgres", "redis", "provider", "api", "worker-1", "worker-2"}
+            assert set(pids) == {"postgres", "postgres-proxy", "redis", "provider", "api", "worker-1", "worker-2"}
             assert all(httpx.get(f"{url}/readyz").status_code == 200 for url in environment.worker_urls)
             assert (tmp_path / "logs" / "processes.json").exists()
             root = environment.root

@@ -28,6 +28,8 @@ class Launcher:
     def __init__(self, target_path: Path, log_dir: Path, *, defects: str | None = None) -> None:
         self.target_path = target_path
         self.environment: LocalEnvironment | None = None
+        self.journal: Journal | None = None
+        """This run's rollback journal (faults' undos, started processes), created by :meth:`start`."""
         self.target = self._load_first(log_dir, defects)
 
     def _load_first(self, log_dir: Path, defects: str | None) -> Target:
@@ -49,20 +51,22 @@ class Launcher:
         Every process it starts is noted in a rollback journal first, so that if this run is killed
         with SIGKILL, ``opsgate recover`` stops them.
         """
+        self.journal = Journal.create()
         if self.environment is None:
             return Provisioned(self.target, None)
-        self.environment.journal = Journal.create()
+        self.environment.journal = self.journal
         self.environment.start()
         self.target = load_target(self.target_path, {**os.environ, **self.environment.environ()})
         return Provisioned(self.target, self.environment)
 
     def stop(self) -> None:
-        """Stop whatever :meth:`start` started, then close (delete) its journal."""
+        """Stop whatever :meth:`start` started, then close its journal (rolling back anything still pending)."""
         if self.environment is not None:
             self.environment.stop()
-            if self.environment.journal is not None:
-                self.environment.journal.close()
-                self.environment.journal = None
+            self.environment.journal = None
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
 
 
 @contextmanager

@@ -93,6 +93,8 @@ class Ports:
     prometheus: int
     alertmanager: int
     receiver: int
+    postgres_proxy: int
+    postgres_proxy_control: int
 
 
 @dataclass
@@ -118,9 +120,8 @@ class LocalEnvironment:
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
         pick = self.ports_from.pick
-        self.ports = Ports(
-            pick(), pick(), pick(), pick(), [pick() for _ in range(self.workers)], pick(), pick(), pick()
-        )
+        workers = [pick() for _ in range(self.workers)]
+        self.ports = Ports(pick(), pick(), pick(), pick(), workers, pick(), pick(), pick(), pick(), pick())
         self.root: Path | None = None
         self._recipes: dict[str, tuple[Callable[[], ManagedProcess], Callable[[], bool | None]]] = {}
 
@@ -156,6 +157,16 @@ class LocalEnvironment:
         return f"postgresql://{DB_USER}:{c.db_password}@127.0.0.1:{self.ports.postgres}/{DATABASE}"
 
     @property
+    def platform_database_url(self) -> str:
+        """The DSN the platform uses: through opsgate's fault proxy, so a drill can degrade the network."""
+        return self.database_url.replace(f":{self.ports.postgres}/", f":{self.ports.postgres_proxy}/")
+
+    @property
+    def postgres_proxy_url(self) -> str:
+        """Control endpoint of the fault proxy between the platform and PostgreSQL (``/faults``)."""
+        return f"http://127.0.0.1:{self.ports.postgres_proxy_control}"
+
+    @property
     def redis_url(self) -> str:
         return f"redis://:{self.credentials.redis_password}@127.0.0.1:{self.ports.redis}/0"
 
@@ -183,6 +194,7 @@ class LocalEnvironment:
             "PROMETHEUS_URL": self.prometheus_url if self.alert_rules else "",
             "ALERTMANAGER_URL": self.alertmanager_url if self.alert_rules else "",
             "RECEIVER_URL": self.receiver_url if self.alert_rules else "",
+            "POSTGRES_PROXY_URL": self.postgres_proxy_url,
         }
 
     def describe(self) -> list[tuple[str, str]]:
@@ -193,6 +205,8 @@ class LocalEnvironment:
         rows += [
             ("provider sandbox", self.provider_url),
             ("postgres", self.database_url.replace(c.db_password, "***")),
+            ("postgres via proxy", self.platform_database_url.replace(c.db_password, "***")),
+            ("proxy control", self.postgres_proxy_url),
             ("redis", self.redis_url.replace(c.redis_password, "***")),
         ]
         if self.alert_rules:
@@ -226,6 +240,7 @@ class LocalEnvironment:
         redis_bin = binaries.redis_server()
         self._recipes |= {
             "postgres": (partial(self._postgres_process, pg_bin), self._postgres_ready),
+            "postgres-proxy": (self._postgres_proxy_process, self._http_ready("postgres-proxy")),
             "redis": (partial(self._redis_process, redis_bin), self._redis_ready),
             "provider": (self._provider_process, self._http_ready("provider")),
             "api": (self._api_process, self._http_ready("api")),
@@ -241,7 +256,9 @@ class LocalEnvironment:
             self._spawn("provider")
             self._init_postgres(pg_bin)
             self.start_service("postgres")
+            self._spawn("postgres-proxy")
             self._create_database()
+            self._wait_ready("postgres-proxy")
             self._wait_ready("redis")
             self._wait_ready("provider")
             if self.alert_rules:
@@ -287,6 +304,28 @@ class LocalEnvironment:
         self._write_process_list()
         return code
 
+    def kill_service(self, name: str) -> None:
+        """SIGKILL one service now (a crash: no graceful shutdown), by its PID."""
+        process = self.processes.pop(name, None)
+        if process is not None:
+            process.kill()
+        self._write_process_list()
+
+    def scale_workers(self, count: int) -> None:
+        """Run exactly ``count`` worker replicas: start the missing ones (waiting until ready), stop extras."""
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        while len(self.ports.workers) < count:
+            self.ports.workers.append(self.ports_from.pick())
+        for index in range(count):
+            name = f"worker-{index + 1}"
+            self._recipes[name] = (partial(self._worker_process, index), self._http_ready(name))
+            if name not in self.processes:
+                self.start_service(name)
+        for index in range(count, self.workers):
+            self.stop_service(f"worker-{index + 1}")
+        self.workers = count
+
     def stop_platform(self) -> None:
         """Stop the worker(s) and the api (gracefully, then by force)."""
         for name in [n for n in self.processes if n.startswith("worker-")] + ["api"]:
@@ -304,7 +343,7 @@ class LocalEnvironment:
     def stop(self) -> None:
         """Stop every process this environment started, in reverse dependency order, and clean up."""
         self.stop_platform()
-        for name in ("prometheus", "alertmanager", "receiver", "provider", "redis", "postgres"):
+        for name in ("prometheus", "alertmanager", "receiver", "provider", "postgres-proxy", "redis", "postgres"):
             if name in self.processes:
                 self.processes.pop(name).stop()
         for leftover in list(self.processes):
@@ -421,13 +460,22 @@ class LocalEnvironment:
         argv = [sys.executable, "-m", "opsgate.reference.sandbox", "--port", str(self.ports.provider)]
         return ManagedProcess("provider", argv, env, self.log_dir / "provider.log")
 
+    def _postgres_proxy_process(self) -> ManagedProcess:
+        argv = [
+            sys.executable, "-m", "opsgate.faults.proxy",
+            "--listen-port", str(self.ports.postgres_proxy),
+            "--upstream", f"127.0.0.1:{self.ports.postgres}",
+            "--control-port", str(self.ports.postgres_proxy_control),
+        ]  # fmt: skip
+        return ManagedProcess("postgres-proxy", argv, _base_env(), self.log_dir / "postgres-proxy.log")
+
     def _platform_env(self) -> dict[str, str]:
         c = self.credentials
         assert self.root is not None
         defects = self.defects if self.defects is not None else os.environ.get("OPSGATE_DEFECTS", "")
         env = {
             **_base_env(),
-            "DATABASE_URL": self.database_url,
+            "DATABASE_URL": self.platform_database_url,
             "REDIS_URL": self.redis_url,
             "PROVIDER_URL": self.provider_url,
             "PROVIDER_API_KEY": c.provider_api_key,
@@ -538,6 +586,7 @@ class LocalEnvironment:
                 "receiver": "/healthz",
                 "prometheus": "/-/ready",
                 "alertmanager": "/-/ready",
+                "postgres-proxy": "/healthz",
             }
             url = self._url_of(name) + path.get(name, "/readyz")
             response = httpx.get(url, timeout=1.0)
@@ -545,7 +594,21 @@ class LocalEnvironment:
 
         return check
 
+    def service_names(self, name: str) -> list[str]:
+        """The processes behind a target service or datastore name (``worker`` → every worker replica)."""
+        if name == "worker":
+            return [f"worker-{i + 1}" for i in range(self.workers)]
+        return [name]
+
+    def host_port(self, name: str) -> tuple[str, int]:
+        """Where ``name`` listens (PostgreSQL, Redis or an HTTP service)."""
+        address = self._address_of(name).removeprefix("http://")
+        host, port = address.rsplit(":", 1)
+        return host, int(port)
+
     def _url_of(self, name: str) -> str:
+        if name == "postgres-proxy":
+            return self.postgres_proxy_url
         if name == "api":
             return self.api_url
         if name in ("provider", "prometheus", "alertmanager", "receiver"):
@@ -600,7 +663,9 @@ class LocalEnvironment:
 
     def _move_port(self, name: str) -> None:
         new = self.ports_from.pick()
-        if name.startswith("worker-"):
+        if name == "postgres-proxy":  # either of its two ports may be the one taken
+            self.ports.postgres_proxy, self.ports.postgres_proxy_control = new, self.ports_from.pick()
+        elif name.startswith("worker-"):
             self.ports.workers[int(name.split("-")[1]) - 1] = new
         else:
             setattr(self.ports, name, new)

@@ -27,6 +27,12 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def default_signal_mask() -> None:
+    """In the child before exec: no signal blocked. A service restarted during a rollback (when opsgate holds
+    SIGINT/SIGTERM) would otherwise inherit the blocked mask and ignore its own graceful stop."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
 @dataclass
 class ManagedProcess:
     """One started service process; ``stop`` signals exactly this PID, then waits, then kills."""
@@ -57,6 +63,7 @@ class ManagedProcess:
                 start_new_session=True,
                 user=self.user,
                 close_fds=True,
+                preexec_fn=default_signal_mask,
             )
         self.start_ticks = process_start_time(self.popen.pid)
 

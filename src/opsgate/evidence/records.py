@@ -21,6 +21,15 @@ class Sample:
     reached: bool = True
 
 
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One step of a drill: when (unix s), what happened, details."""
+
+    at: float
+    what: str
+    detail: str = ""
+
+
 @dataclass
 class CheckRecord:
     """What one check found. ``verdict``: pass, fail (the system broke the claim), error (opsgate could
@@ -39,6 +48,10 @@ class CheckRecord:
     started_at: float | None = None
     finished_at: float | None = None
     attachments: list[str] = field(default_factory=list)
+    timeline: list[TimelineEvent] = field(default_factory=list)
+    """A drill's steps in order (steady state, fault applied, alert firing, rollback, drained...)."""
+    series: dict[str, list[Sample]] = field(default_factory=dict)
+    """A drill's probe samples over time, per series (queue depth, error ratio...)."""
 
     def to_json(self) -> dict[str, Any]:
         """The record as summary.json lists it."""

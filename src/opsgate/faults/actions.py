@@ -7,17 +7,31 @@ fault is applied, then checked (a fault that did not take effect raises :class:`
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
+import shlex
+import socket
 import subprocess
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
-from opsgate.config import CommandControl
-from opsgate.faults.journal import CommandUndo, HttpUndo, Journal, Undo, run_undo, signals_blocked
+from opsgate.config import CommandControl, FlowStep, Target
+from opsgate.environments.process import default_signal_mask
+from opsgate.faults.journal import CommandUndo, HttpUndo, Journal, LocalUndo, Undo, run_undo, signals_blocked
+from opsgate.flows import FlowFailed, FlowRun, run_steps
+from opsgate.probes.base import ProbeError
+
+if TYPE_CHECKING:
+    from opsgate.environments.local import LocalEnvironment
+
+T = TypeVar("T")
 
 
 class FaultNotEffective(Exception):
@@ -31,11 +45,12 @@ class Fault(Protocol):
     def undo(self) -> Undo: ...
     def apply(self) -> None: ...
     def verify(self) -> None: ...
+    def rollback(self) -> str: ...
 
 
 @dataclass
-class ProviderFault:
-    """Make the provider fail through its control endpoint (the sandbox's ``/control/faults``).
+class ControlFault:
+    """A fault set through an HTTP control endpoint (PUT settings, GET to read back, DELETE to clear).
 
     Random faults take a seed, recorded in ``settings``, so the drill can be replayed.
     """
@@ -43,13 +58,14 @@ class ProviderFault:
     control_url: str
     settings: dict[str, Any]
     timeout_s: float = 10.0
+    what: ClassVar[str] = "fault"
 
     def __post_init__(self) -> None:
         if self.settings.get("seed") is None:
             self.settings = {**self.settings, "seed": random.SystemRandom().randrange(2**31)}
 
     def describe(self) -> str:
-        return f"provider faults {self.settings} at {self.control_url}"
+        return f"{self.what} {self.settings} at {self.control_url}"
 
     def undo(self) -> Undo:
         return HttpUndo(method="DELETE", url=self.control_url)
@@ -60,7 +76,142 @@ class ProviderFault:
     def verify(self) -> None:
         seen = httpx.get(self.control_url, timeout=self.timeout_s).json()
         if not seen.get("active") or any(seen.get(k) != v for k, v in self.settings.items()):
-            raise FaultNotEffective(f"the provider does not show the fault: asked {self.settings}, control says {seen}")
+            raise FaultNotEffective(f"the {self.what} control does not show the fault: asked {self.settings}, "
+                                    f"it says {seen}")  # fmt: skip
+
+    def rollback(self) -> str:
+        return run_undo(self.undo())
+
+
+class ProviderFault(ControlFault):
+    """Make the provider fail through its control endpoint (the sandbox's ``/control/faults``)."""
+
+    what = "provider faults"
+
+
+class ProxyFault(ControlFault):
+    """Degrade the network to a dependency through opsgate's fault proxy (latency + jitter, reset, blackhole)."""
+
+    what = "network fault"
+
+
+@dataclass
+class LocalServiceFault:
+    """Stop processes of opsgate's local environment (the workers, Redis, PostgreSQL...); rollback starts them.
+
+    Proof: each process is gone and its port refuses connections.
+    """
+
+    environment: LocalEnvironment
+    names: list[str]
+    crash: bool = False
+    """SIGKILL (no graceful shutdown, jobs in flight abandoned) instead of a graceful stop."""
+
+    def describe(self) -> str:
+        return f"{'kill -9' if self.crash else 'stop'} {', '.join(self.names)} (local processes)"
+
+    def undo(self) -> Undo:
+        return LocalUndo(what=f"start {', '.join(self.names)}")
+
+    def apply(self) -> None:
+        for name in self.names:
+            if self.crash:
+                self.environment.kill_service(name)
+            else:
+                self.environment.stop_service(name)
+
+    def verify(self) -> None:
+        running = self.environment.running_pids()
+        for name in self.names:
+            if name in running:
+                raise FaultNotEffective(f"{name} still runs (pid {running[name]})")
+            host, port = self.environment.host_port(name)
+            try:
+                with socket.create_connection((host, port), timeout=1.0):
+                    pass
+            except OSError:
+                continue
+            raise FaultNotEffective(f"{name} was stopped but {host}:{port} still accepts connections")
+
+    def rollback(self) -> str:
+        for name in self.names:
+            if name not in self.environment.running_pids():
+                self.environment.start_service(name)
+        pids = self.environment.running_pids()
+        return "started again: " + ", ".join(f"{name} (pid {pids.get(name)})" for name in self.names)
+
+
+@dataclass
+class ToggleFault:
+    """Flip a switch of the target through its API (kill switch, maintenance mode): ``on`` steps, then ``off``.
+
+    ``check`` (optional) is a step whose expectation proves the switch is on.
+    """
+
+    target: Target
+    on: list[FlowStep]
+    off: list[FlowStep]
+    check: FlowStep | None = None
+    name: str = "toggle"
+    _run: FlowRun | None = field(default=None, init=False)
+
+    def describe(self) -> str:
+        return f"{self.name}: " + ", ".join(f"{s.method} {s.path}" for s in self.on)
+
+    def undo(self) -> Undo:
+        if self.target.provider == "local":
+            return LocalUndo(what=f"{self.name} off")
+        # An external target outlives this run: the journal keeps a command replaying the off steps.
+        return CommandUndo(command=_off_command(self.target, self.off), timeout_s=60.0)
+
+    def apply(self) -> None:
+        self._run = run_blocking(lambda: _steps(self.target, self.on, None))
+
+    def verify(self) -> None:
+        if self.check is None:
+            return
+        try:
+            run_blocking(lambda: _steps(self.target, [self.check], self._run))  # type: ignore[list-item]
+        except (FlowFailed, ProbeError) as exc:
+            raise FaultNotEffective(f"{self.name} is not in effect: {exc}") from None
+
+    def rollback(self) -> str:
+        run = run_blocking(lambda: _steps(self.target, self.off, self._run))
+        return "; ".join(run.steps[-len(self.off) :]) if self.off else "nothing to undo"
+
+
+async def _steps(target: Target, steps: list[FlowStep], run: FlowRun | None) -> FlowRun:
+    async with httpx.AsyncClient() as client:
+        return await run_steps(client, target, steps, run)
+
+
+def _off_command(target: Target, off: list[FlowStep]) -> str:
+    """``opsgate toggle-off`` for an external target: reload the file (secrets from the environment), run steps."""
+    steps = json.dumps([step.model_dump(mode="json", exclude_defaults=True) for step in off])
+    command = [sys.executable, "-m", "opsgate.faults.toggle_off", str(target.source), steps]
+    return " ".join(shlex.quote(part) for part in command)
+
+
+def run_blocking(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion on a fresh event loop in a helper thread, blocking the caller.
+
+    Usable from sync code and from inside a running loop alike (a rollback must not yield to other tasks).
+    """
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(factory()))
+        except BaseException as exc:  # handed back to the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="opsgate-blocking", daemon=True)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
 
 
 @dataclass
@@ -78,7 +229,7 @@ class CommandFault:
 
     def _run(self, command: str) -> str:
         result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=self.control.timeout,
-                                check=False)  # fmt: skip
+                                check=False, preexec_fn=default_signal_mask)  # fmt: skip
         if result.returncode != 0:
             raise RuntimeError(f"{self.name}: `{command}` exited {result.returncode}: {result.stderr.strip()[:200]}")
         return result.stdout.strip()
@@ -94,6 +245,9 @@ class CommandFault:
 
     def apply(self) -> None:
         self._run(self.control.stop)
+
+    def rollback(self) -> str:
+        return run_undo(self.undo())
 
     def verify(self) -> None:
         if self.control.read is None:
@@ -116,5 +270,5 @@ def injected(journal: Journal, fault: Fault) -> Iterator[Fault]:
         yield fault
     finally:
         with signals_blocked():  # a Ctrl-C now must not leave the fault in place
-            run_undo(undo)
+            fault.rollback()
             journal.mark_done(entry)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from opsgate.environments.process import process_start_time
+from opsgate.environments.process import default_signal_mask, process_start_time
 
 UNDO_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -57,7 +57,25 @@ class CommandUndo(BaseModel):
     timeout_s: float = UNDO_TIMEOUT_S
 
 
-Undo = HttpUndo | CommandUndo
+class LocalUndo(BaseModel):
+    """An undo carried out in-process on opsgate's own local environment (e.g. start a stopped worker).
+
+    Replayed by a recovery it needs nothing: the dead run's local environment is stopped as a whole.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["local"] = "local"
+    what: str
+
+
+Undo = HttpUndo | CommandUndo | LocalUndo
+
+
+UNDO_KINDS: dict[str, type[HttpUndo] | type[CommandUndo] | type[LocalUndo]] = {
+    "http": HttpUndo,
+    "command": CommandUndo,
+    "local": LocalUndo,
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,8 @@ class Restored:
 
 def run_undo(undo: Undo) -> str:
     """Carry out one undo; raises RuntimeError with a one-line reason when it did not work."""
+    if isinstance(undo, LocalUndo):
+        return f"{undo.what}: not needed, the run's local environment is stopped as a whole"
     if isinstance(undo, HttpUndo):
         try:
             response = httpx.request(undo.method, undo.url, json=undo.json_body, headers=undo.headers,
@@ -82,7 +102,7 @@ def run_undo(undo: Undo) -> str:
         return f"{undo.method} {undo.url} → {response.status_code}"
     try:
         result = subprocess.run(undo.command, shell=True, capture_output=True, text=True, timeout=undo.timeout_s,
-                                check=False)  # fmt: skip
+                                check=False, preexec_fn=default_signal_mask)  # fmt: skip
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"`{undo.command}` did not finish within {undo.timeout_s:g}s") from None
     if result.returncode != 0:
@@ -190,9 +210,7 @@ def replay(path: Path, *, stop_processes: bool) -> list[Restored]:
     with path.open("a") as fh:
         for entry in reversed(pending):
             action = entry["action"]
-            undo: Undo = (
-                HttpUndo.model_validate(action) if action["kind"] == "http" else CommandUndo.model_validate(action)
-            )
+            undo: Undo = UNDO_KINDS[action["kind"]].model_validate(action)
             try:
                 detail = run_undo(undo)
             except RuntimeError as exc:

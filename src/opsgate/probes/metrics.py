@@ -75,11 +75,22 @@ def _parse(text: str, source: str) -> tuple[dict[SeriesKey, float], set[str]]:
     return dict(series), names
 
 
-async def scrape(client: httpx.AsyncClient, urls: Sequence[str], *, timeout_s: float = 5.0) -> Snapshot:
-    """Scrape every URL (concurrently) into one snapshot; any endpoint failing raises :class:`ProbeError`."""
+async def scrape(
+    client: httpx.AsyncClient, urls: Sequence[str], *, timeout_s: float = 5.0, skip_unreachable: bool = False
+) -> Snapshot:
+    """Scrape every URL (concurrently) into one snapshot; any endpoint failing raises :class:`ProbeError`.
+
+    With ``skip_unreachable`` (a drill that stopped a scraped process), refused endpoints are left out,
+    unless every one is.
+    """
 
     async def one(url: str) -> tuple[dict[SeriesKey, float], set[str]]:
-        response = await fetch(client, "GET", url, timeout_s=timeout_s)
+        try:
+            response = await fetch(client, "GET", url, timeout_s=timeout_s)
+        except ProbeError:
+            if skip_unreachable and len(urls) > 1:
+                return {}, set()
+            raise
         if response.status_code != 200:
             raise ProbeError(f"{url} answered {response.status_code}")
         return _parse(response.text, url)

@@ -39,11 +39,13 @@ async def http_number(client: httpx.AsyncClient, target: Target, source: HttpSou
     return Measure(float(value), f"{source.field} from {url}")
 
 
-def metric_snapshot(client: httpx.AsyncClient, target: Target) -> Callable[[], Awaitable[metrics.Snapshot]]:
-    """A function scraping every ``metrics.scrape`` endpoint into one snapshot."""
+def metric_snapshot(
+    client: httpx.AsyncClient, target: Target, urls: list[str] | None = None
+) -> Callable[[], Awaitable[metrics.Snapshot]]:
+    """A function scraping ``urls`` (default: every ``metrics.scrape`` endpoint) into one snapshot."""
 
     async def take() -> metrics.Snapshot:
-        return await metrics.scrape(client, target.metrics.scrape, timeout_s=TIMEOUT_S)
+        return await metrics.scrape(client, urls or target.metrics.scrape, timeout_s=TIMEOUT_S)
 
     return take
 
@@ -63,7 +65,7 @@ def instant_measure(client: httpx.AsyncClient, target: Target, spec: GateSpec) -
 
     async def measure() -> Measure:
         if spec.metric is not None:
-            snapshot = await metrics.scrape(client, target.metrics.scrape, timeout_s=TIMEOUT_S)
+            snapshot = await metrics.scrape(client, spec.scrape or target.metrics.scrape, timeout_s=TIMEOUT_S)
             result = metrics.evaluate(spec.metric, snapshot)
             return Measure(result.value, result.note)
         if spec.http is not None:

@@ -1,0 +1,1 @@
+"""Failure drills: steady state → fault → expectations → rollback → expectations after, on a timeline."""
