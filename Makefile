@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: .venv test gate up lint typecheck unit clean-reports
+.PHONY: .venv test gate drill up lint typecheck unit clean-reports
 
 .venv: $(STAMP)
 
@@ -30,6 +30,10 @@ test: lint typecheck
 ## make gate: the full gate against the embedded reference platform.
 gate: .venv
 	$(BIN)/opsgate gate
+
+## make drill: the failure drills (chaos/ and the target's drills:) against the embedded reference platform.
+drill: .venv
+	$(BIN)/opsgate drill
 
 ## make up: run the reference platform locally until Ctrl-C.
 up: .venv

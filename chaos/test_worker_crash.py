@@ -20,6 +20,7 @@ from opsgate.reference.client import Reference
 
 pytestmark = [pytest.mark.drill, pytest.mark.destructive]
 QUEUE = "send-messages"
+HELD = "sends held in flight by the worker (the provider is slow)"
 
 
 async def delivered_once(reference: Reference, ids: list[str]) -> Observation:
@@ -83,7 +84,12 @@ async def test_worker_killed_mid_flight(
         async with drill.fault(provider_latency(target, 1500)):
             ids = await reference.send_accepted(8)
             drill.event("messages accepted", f"{len(ids)} sends")
-            await drill.expect("sends in flight", lambda: in_flight(target), within_s=10.0, every_s=0.05)
+            await drill.expect(
+                "sends held in flight by the worker (the provider is slow)",
+                lambda: in_flight(target),
+                within_s=10.0,
+                every_s=0.05,
+            )
             crash = LocalServiceFault(local_environment, local_environment.service_names("worker"), crash=True)
             async with drill.fault(crash):
                 drill.snapshot("before", {"queue": (await observe.queue_counts(target, QUEUE)).__dict__})
@@ -110,7 +116,12 @@ async def test_worker_graceful_stop_finishes_in_flight(
         before = await abandoned(reference)
         async with drill.fault(provider_latency(target, 500)):
             ids = await reference.send_accepted(6)
-            await drill.expect("sends in flight", lambda: in_flight(target), within_s=10.0, every_s=0.05)
+            await drill.expect(
+                "sends held in flight by the worker (the provider is slow)",
+                lambda: in_flight(target),
+                within_s=10.0,
+                every_s=0.05,
+            )
             async with drill.fault(LocalServiceFault(local_environment, local_environment.service_names("worker"))):
                 lost = await abandoned(reference) - before
                 if lost:
@@ -139,11 +150,18 @@ async def test_rolling_restart_of_two_replicas(
         drill.event("scaled to 2 replicas", ", ".join(local_environment.service_names("worker")))
         try:
             before = await abandoned(reference)
-            sending = asyncio.create_task(_send_steadily(reference, 30, 10.0))
-            for name in local_environment.service_names("worker"):
-                async with drill.fault(LocalServiceFault(local_environment, [name])):
-                    await drill.sleep(target.scaled(10, floor_s=0.3), f"{name} down, the other replica serves")
-            ids = await sending
+            async with drill.fault(provider_latency(target, 300)):  # sends are always in flight somewhere
+                sending = asyncio.create_task(_send_steadily(reference, 30, 10.0))
+                for name in local_environment.service_names("worker"):
+                    await drill.expect(
+                        "sends held in flight by the worker (the provider is slow)",
+                        lambda: in_flight(target),
+                        within_s=10.0,
+                        every_s=0.05,
+                    )
+                    async with drill.fault(LocalServiceFault(local_environment, [name])):
+                        await drill.sleep(target.scaled(10, floor_s=0.3), f"{name} down, the other replica serves")
+                ids = await sending
             drill.event("traffic sent", f"{len(ids)} accepted")
             await reconcile(drill, reference, ids)
             await drill.expect("no send abandoned by the restarts", lambda: _abandoned_none(reference, before))

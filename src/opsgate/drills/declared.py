@@ -22,7 +22,7 @@ from opsgate.probes.sources import http_number
 DATASTORES = ("postgres", "redis")
 
 
-def build_fault(target: Target, spec: DrillFault, environment: LocalEnvironment | None) -> Fault:
+def build_fault(target: Target, spec: DrillFault, environment: LocalEnvironment | None, drill_name: str) -> Fault:
     """The fault ``spec`` describes, through the control the target (or opsgate's local environment) offers."""
     if spec.stop is not None:
         service = target.services.get(spec.stop)
@@ -49,7 +49,8 @@ def build_fault(target: Target, spec: DrillFault, environment: LocalEnvironment 
             raise DrillInconclusive(f"no fault proxy in front of {spec.proxy['dependency']}: set fault.proxy_control")
         return ProxyFault(control, settings)
     assert spec.toggle is not None
-    return ToggleFault(target, spec.toggle.enable, spec.toggle.disable, spec.toggle.check, spec.toggle.name)
+    toggle = spec.toggle
+    return ToggleFault(target, toggle.enable, toggle.disable, toggle.check, toggle.name, drill=drill_name)
 
 
 class Expectations:
@@ -138,7 +139,7 @@ async def run_declared(drill: Drill, spec: DrillSpec, environment: LocalEnvironm
     during = [t for t in spec.traffic if t.phase == "during"]
     for cycle in range(spec.fault.repeat):
         label = f" (cycle {cycle + 1} of {spec.fault.repeat})" if spec.fault.repeat > 1 else ""
-        async with drill.fault(build_fault(target, spec.fault, environment)):
+        async with drill.fault(build_fault(target, spec.fault, environment, spec.name)):
             aborts = [_abort(drill, judge, a, target.scaled(spec.abort_every, floor_s=0.2)) for a in spec.abort]
             sending = None
             if during:

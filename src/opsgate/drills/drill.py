@@ -29,6 +29,7 @@ import httpx
 from opsgate.config import Target
 from opsgate.drills.barrier import barrier
 from opsgate.evidence.records import CheckRecord, Sample, TimelineEvent, Verdict
+from opsgate.evidence.redact import Redactor
 from opsgate.faults.actions import Fault, FaultNotEffective
 from opsgate.faults.journal import Journal, signals_blocked
 from opsgate.flows import FlowFailed
@@ -134,7 +135,7 @@ class Drill:
             self._conclude("error", f"{type(exc).__name__}: {exc}")
         except (KeyboardInterrupt, SystemExit) as exc:
             interrupted = exc
-            self._conclude("error", f"interrupted ({exc or type(exc).__name__}); the faults were rolled back")
+            self._conclude("error", f"interrupted ({exc or type(exc).__name__}); every applied fault was rolled back")
         except Exception as exc:
             self._conclude("error", f"{type(exc).__name__}: {exc}")
         else:
@@ -175,7 +176,7 @@ class Drill:
     async def fault(self, fault: Fault) -> AsyncIterator[Fault]:
         """Journal the undo, apply, prove the fault holds, yield; roll back on every way out (signals held)."""
         undo = call_blocking(fault.undo)  # a command control reads the prior state here
-        entry = self.journal.record_undo(fault.describe(), undo)
+        entry = self.journal.record_undo(Redactor(self.target.secret_values).text(fault.describe()), undo)
         seed = getattr(fault, "settings", {}).get("seed")
         if isinstance(seed, int):
             self.seeds[fault.describe()] = seed

@@ -167,6 +167,12 @@ class LocalEnvironment:
         return f"http://127.0.0.1:{self.ports.postgres_proxy_control}"
 
     @property
+    def backup_dir(self) -> Path:
+        """Where the platform's scheduled ``pg_dump`` files go (inside the scratch root)."""
+        assert self.root is not None, "start the environment first"
+        return self.root / "backups"
+
+    @property
     def redis_url(self) -> str:
         return f"redis://:{self.credentials.redis_password}@127.0.0.1:{self.ports.redis}/0"
 
@@ -487,7 +493,7 @@ class LocalEnvironment:
             "TENANT_TOKENS": f"{DEMO_TENANTS[0]['id']}={c.api_token},{DEMO_TENANTS[1]['id']}={c.api_token_2}",
             "OPSGATE_TIME_SCALE": repr(self.time_scale),
             "OPSGATE_DEFECTS": defects,
-            "BACKUP_DIR": str(self.root / "backups"),
+            "BACKUP_DIR": str(self.backup_dir),
             "PG_BIN_DIR": str(binaries.postgres_bin_dir()),
         }
         if self.backup_interval_s is not None:

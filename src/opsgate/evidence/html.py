@@ -42,6 +42,21 @@ def _row(check: CheckRecord) -> str:
     )
 
 
+def _timeline(check: CheckRecord) -> str:
+    """A drill's steps as a table under its own heading (charts come with the evidence issue)."""
+    start = check.timeline[0].at
+    rows = "".join(
+        f"<tr><td class='num'>+{event.at - start:.2f}s</td><td>{escape(event.what)}</td>"
+        f"<td class='msg'>{escape(event.detail)}</td></tr>"
+        for event in check.timeline
+    )
+    colour = COLOURS.get(check.verdict, "#000")
+    return (
+        f"<h3 id='timeline-{escape(check.id)}'><span class='v' style='color:{colour}'>{check.verdict}</span> "
+        f"<code>{escape(check.id)}</code></h3><table class='timeline'><tbody>{rows}</tbody></table>"
+    )
+
+
 def render(summary: RunSummary) -> str:
     """The report page: verdict banner, environment, one row per check with failures first."""
     verdict = summary.verdict
@@ -56,6 +71,8 @@ def render(summary: RunSummary) -> str:
     env = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in env_rows)
     checks = sorted(summary.checks, key=lambda c: (ORDER.get(c.verdict, 9), c.id))
     rows = "".join(_row(c) for c in checks)
+    drills = [c for c in checks if c.timeline]
+    timelines = ("<h2>Drill timelines</h2>" + "".join(_timeline(c) for c in drills)) if drills else ""
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; "
@@ -67,5 +84,5 @@ def render(summary: RunSummary) -> str:
         f"<main><h2>Environment</h2><table class='env'>{env}</table>"
         "<h2>Checks</h2><table id='checks'><thead><tr><th>verdict</th><th>check</th><th>kind</th>"
         "<th>measured</th><th>threshold</th><th>unit</th><th>message</th><th>claim</th><th>evidence</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table></main></body></html>\n"
+        f"<tbody>{rows}</tbody></table>{timelines}</main></body></html>\n"
     )

@@ -8,7 +8,6 @@ fault is applied, then checked (a fault that did not take effect raises :class:`
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import shlex
 import socket
@@ -153,16 +152,20 @@ class ToggleFault:
     off: list[FlowStep]
     check: FlowStep | None = None
     name: str = "toggle"
+    drill: str | None = None
+    """The target file's drill declaring this toggle: an external target's undo replays its ``disable`` steps."""
     _run: FlowRun | None = field(default=None, init=False)
 
     def describe(self) -> str:
         return f"{self.name}: " + ", ".join(f"{s.method} {s.path}" for s in self.on)
 
     def undo(self) -> Undo:
-        if self.target.provider == "local":
+        if self.target.provider == "local" or self.drill is None or self.target.source is None:
             return LocalUndo(what=f"{self.name} off")
-        # An external target outlives this run: the journal keeps a command replaying the off steps.
-        return CommandUndo(command=_off_command(self.target, self.off), timeout_s=60.0)
+        # An external target outlives this run: the journal keeps a command that reloads the target file
+        # (secrets from the environment, never written to the journal) and runs the drill's disable steps.
+        command = [sys.executable, "-m", "opsgate.faults.toggle_off", str(self.target.source), self.drill]
+        return CommandUndo(command=" ".join(shlex.quote(part) for part in command), timeout_s=60.0)
 
     def apply(self) -> None:
         self._run = run_blocking(lambda: _steps(self.target, self.on, None))
@@ -183,13 +186,6 @@ class ToggleFault:
 async def _steps(target: Target, steps: list[FlowStep], run: FlowRun | None) -> FlowRun:
     async with httpx.AsyncClient() as client:
         return await run_steps(client, target, steps, run)
-
-
-def _off_command(target: Target, off: list[FlowStep]) -> str:
-    """``opsgate toggle-off`` for an external target: reload the file (secrets from the environment), run steps."""
-    steps = json.dumps([step.model_dump(mode="json", exclude_defaults=True) for step in off])
-    command = [sys.executable, "-m", "opsgate.faults.toggle_off", str(target.source), steps]
-    return " ".join(shlex.quote(part) for part in command)
 
 
 def run_blocking(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -235,7 +231,7 @@ class CommandFault:
         return result.stdout.strip()
 
     def describe(self) -> str:
-        return f"stop {self.name} with `{self.control.stop}`"
+        return f"stop {self.name} (its control's stop command)"
 
     def undo(self) -> Undo:
         if self.control.read is not None and self.prior is None:

@@ -104,10 +104,11 @@ def run_undo(undo: Undo) -> str:
         result = subprocess.run(undo.command, shell=True, capture_output=True, text=True, timeout=undo.timeout_s,
                                 check=False, preexec_fn=default_signal_mask)  # fmt: skip
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"`{undo.command}` did not finish within {undo.timeout_s:g}s") from None
+        raise RuntimeError(f"the undo command did not finish within {undo.timeout_s:g}s") from None
+    # The command itself is not repeated: a target's command may carry a secret (a token on kubectl's line).
     if result.returncode != 0:
-        raise RuntimeError(f"`{undo.command}` exited {result.returncode}: {result.stderr.strip()[:200]}")
-    return f"`{undo.command}` exited 0"
+        raise RuntimeError(f"the undo command exited {result.returncode}: {result.stderr.strip()[:200]}")
+    return "the undo command exited 0"
 
 
 def stop_process(pid: int, start_ticks: int | None) -> str:

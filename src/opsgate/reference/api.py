@@ -745,7 +745,10 @@ async def admin_login_submit(request: Request) -> Response:
 async def admin_kill_switch(request: Request) -> Response:
     """Form target of "Settings → Kill Switch → Pause Sending" (and Resume)."""
     c = ctx(request)
-    paused = request.path_params["action"] == "pause"
+    action = request.path_params["action"]
+    if action not in ("pause", "resume"):
+        raise ApiError(404, "NOT_FOUND", f"no admin action {action!r}: pause or resume")
+    paused = action == "pause"
     await _set_tenant(
         c,
         request,
@@ -784,7 +787,8 @@ def create_app(settings: PlatformSettings) -> Starlette:
             deadline_s=settings.outbox_deadline_s,
             interval_s=settings.sweep_interval_s,
         )
-        context.tasks.append(asyncio.create_task(sweeper.run(), name="outbox-sweeper"))
+        if "outbox-sweeper-off" not in settings.defects:
+            context.tasks.append(asyncio.create_task(sweeper.run(), name="outbox-sweeper"))
         if settings.backup_dir is not None:
             excluded = ("audit_events",) if "backup-omits-table" in settings.defects else ()
             context.backups = BackupScheduler(

@@ -96,6 +96,16 @@ CATALOGUE: dict[str, Defect] = {
             "scheduled backups leave out the audit_events table",
             "backup/restore drill row counts",
         ),
+        Defect(
+            "outbox-sweeper-off",
+            "the outbox sweeper never runs: overdue work is not re-enqueued nor counted as retrying",
+            "worker-to-zero drill (retrying metric and BillingWebhookRetrying)",
+        ),
+        Defect(
+            "sigterm-abandons-jobs",
+            "the worker exits at once on SIGTERM, abandoning the sends it holds",
+            "graceful-stop and rolling-restart drills (the provider sees sends abandoned)",
+        ),
     )
 }
 

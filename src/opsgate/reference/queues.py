@@ -7,6 +7,9 @@ from typing import Any
 
 import redis.asyncio as redis
 from bullmq import Queue
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 SEND_MESSAGES = "send-messages"
 BILLING_WEBHOOKS = "billing-webhooks"
@@ -19,14 +22,19 @@ JOB_OPTIONS: dict[str, Any] = {"removeOnComplete": True, "removeOnFail": 1000}
 
 
 def fast_redis(url: str) -> redis.Redis:
-    """A Redis client that fails within about a second instead of retrying through an outage."""
+    """A Redis client that fails within about a second instead of retrying through an outage.
+
+    One immediate reconnect on a connection error: after Redis restarts, a pooled connection to the old
+    process is dead, and the first command on it must not fail a request while Redis is up again.
+    """
     return redis.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=1.0,
         socket_timeout=2.0,
         retry_on_timeout=False,
-        retry=None,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
     )
 
 

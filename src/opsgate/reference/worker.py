@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -351,9 +352,9 @@ async def run(settings: PlatformSettings, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second signal %s: exiting without waiting", signum)
-            raise SystemExit(1)
+        if stop.is_set() or "sigterm-abandons-jobs" in settings.defects:
+            log.warning("signal %s: exiting without waiting", signum)
+            os._exit(1)
         log.info("signal %s: finishing in-flight jobs", signum)
         stop.set()
 
