@@ -149,11 +149,11 @@ def drill(
     target_file: Path | None, match: str | None, allow_destructive: bool, chaos_dir: Path, drill_logs: Path
 ) -> None:
     """Run the failure drills (chaos/ and the target file's drills:), always rolling back; write drill logs."""
+    args = ["--pyargs", "opsgate.suite.test_drills"]
     if chaos_dir.is_dir():
-        args = [str(chaos_dir)]
+        args.append(str(chaos_dir))
     else:
         click.echo(f"opsgate: no {chaos_dir}/ here: running the target file's declared drills only")
-        args = ["--pyargs", "opsgate.suite.test_drills"]
     run_suite(target_file, [*args, "--opsgate-drill-logs", str(drill_logs)], match, allow_destructive,
               what="drills")  # fmt: skip
 

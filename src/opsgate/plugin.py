@@ -51,6 +51,9 @@ class OpsgateSession:
         self._launcher: Launcher | None = None
         self._provisioned: Provisioned | None = None
         self._previous_sigterm: object = None
+        self._previous_sigint: object = None
+        self.drill_records: dict[str, CheckRecord] = {}
+        """Every finished drill's record, also those of a test interrupted before pytest reported it."""
         self.records: list[CheckRecord] = []
         self.started_at = time.time()
 
@@ -82,8 +85,11 @@ class OpsgateSession:
     def provisioned(self) -> Provisioned:
         """The target, started once per session when it is local."""
         if self._provisioned is None:
-            # SIGTERM ends the run like Ctrl-C: faults are rolled back and started processes stopped.
+            # SIGTERM ends the run like Ctrl-C: faults are rolled back and started processes stopped. SIGINT
+            # raises at once too (asyncio's own handler would wait for the event loop, which a fault action,
+            # holding the loop until it is complete, may not give back for a while).
             self._previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+            self._previous_sigint = signal.signal(signal.SIGINT, _sigterm_as_interrupt)
             self._provisioned = self.launcher.start()
         return self._provisioned
 
@@ -102,6 +108,8 @@ class OpsgateSession:
 
     def write_evidence(self) -> None:
         """summary.json and report.html for the checks recorded in this session (if any)."""
+        reported = {record.id for record in self.records}
+        self.records += [r for r in self.drill_records.values() if r.id not in reported]  # interrupted drills
         if not self.records or self._launcher is None:
             return
         target = self._launcher.target
@@ -133,6 +141,8 @@ class OpsgateSession:
                 Redactor(self._launcher.target.secret_values).tree(self.run_dir)
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)  # type: ignore[arg-type]
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)  # type: ignore[arg-type]
 
 
 def git_sha() -> str:
@@ -145,7 +155,8 @@ def git_sha() -> str:
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM ends the run like Ctrl-C, so pytest's teardown stops every started process."""
+    """SIGTERM (and SIGINT) end the run with KeyboardInterrupt at once, so pytest's teardown stops every
+    started process and a drill rolls its faults back."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -361,6 +372,7 @@ def drill(request: pytest.FixtureRequest, opsgate_session: OpsgateSession, targe
 
     def finish(finished: Drill) -> None:
         record = evidence.record(finished.record())
+        opsgate_session.drill_records[record.id] = record
         log = opsgate_session.write_drill_log(finished, record)
         evidence.attach(log)
 

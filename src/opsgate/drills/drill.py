@@ -85,7 +85,8 @@ class Drill:
     seeds: dict[str, int] = field(default_factory=dict)
     measured: dict[str, float] = field(default_factory=dict)
     """Durations the drill measured (drain, recovery...), seconds."""
-    verdict: Verdict = "pass"
+    verdict: Verdict = "error"
+    """``error`` until the drill concludes: an unfinished drill never records a pass."""
     message: str = ""
     started_at: float = 0.0
     finished_at: float = 0.0
@@ -127,7 +128,8 @@ class Drill:
                                     f"last step: {self.timeline[-1].what}")  # fmt: skip
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if self._abort_reason is None or task is None:
+            if self._abort_reason is None or task is None:  # cancelled from outside (e.g. Ctrl-C under asyncio)
+                self._conclude("error", "interrupted (cancelled); every applied fault was rolled back")
                 raise
             task.uncancel()
             self._conclude("aborted", f"abort condition: {self._abort_reason}")

@@ -106,7 +106,7 @@ def render_drill_log(
 def drill_log_path(folder: Path, environment: str, drill: str, started_at: float) -> Path:
     """``<folder>/<environment>/<YYYYMMDD-HHMMSS>-<drill>.md`` (UTC), never overwriting an existing log."""
     stamp = datetime.fromtimestamp(started_at, tz=UTC).strftime("%Y%m%d-%H%M%S")
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in drill)
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in drill).strip("-")
     path = folder / environment / f"{stamp}-{safe}.md"
     suffix = 1
     while path.exists():
