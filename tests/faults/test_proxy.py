@@ -147,32 +147,57 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
-@pytest.fixture
-def proxy(echo: EchoServer, tmp_path: Path) -> Iterator[Proxy]:
+def start_proxy(upstream_port: int, log: Path) -> Proxy | None:
+    """Start the proxy on free ports; None if another process took a port before the proxy bound it."""
     listen_port, control_port = free_port(), free_port()
-    log = tmp_path / "proxy.log"
     args = [
         *(sys.executable, "-m", "opsgate.faults.proxy", "--listen-port", str(listen_port)),
-        *("--upstream", f"127.0.0.1:{echo.port}", "--control-port", str(control_port)),
+        *("--upstream", f"127.0.0.1:{upstream_port}", "--control-port", str(control_port)),
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     control = httpx.Client(base_url=f"http://127.0.0.1:{control_port}", timeout=IO_TIMEOUT_S, trust_env=False)
+    started = Proxy(proc=proc, port=listen_port, control=control, log=log)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
         for _ in range(int(STARTUP_TIMEOUT_S / 0.05) + 10):
-            assert proc.poll() is None, f"proxy exited {proc.returncode}:\n{log.read_text()}"
+            if proc.poll() is not None:
+                if "address already in use" in log.read_text():
+                    break
+                raise AssertionError(f"proxy exited {proc.returncode}:\n{log.read_text()}")
             try:
                 if control.get("/healthz").json() == {"status": "ok"}:
+                    # Make sure it is this proxy answering, not a process that took the control port.
+                    answer = control.get("/faults")
+                    if answer.status_code == 200 and answer.json().get("upstream") == f"127.0.0.1:{upstream_port}":
+                        return started
                     break
-            except httpx.TransportError:
+            except (httpx.TransportError, ValueError):
                 pass
             assert time.monotonic() < deadline, f"proxy not healthy after {STARTUP_TIMEOUT_S}s:\n{log.read_text()}"
             time.sleep(0.05)
-        yield Proxy(proc=proc, port=listen_port, control=control, log=log)
-    finally:
+    except BaseException:
         control.close()
         stop(proc)
+        raise
+    control.close()
+    stop(proc)
+    return None
+
+
+@pytest.fixture
+def proxy(echo: EchoServer, tmp_path: Path) -> Iterator[Proxy]:
+    started = None
+    for _ in range(3):  # free ports can be taken by another process before the proxy binds them
+        started = start_proxy(echo.port, tmp_path / "proxy.log")
+        if started is not None:
+            break
+    assert started is not None, "three tries to start the proxy on free ports all found a port taken"
+    try:
+        yield started
+    finally:
+        started.control.close()
+        stop(started.proc)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -277,8 +302,9 @@ def test_reset_closes_open_connections_and_resets_new_ones(proxy: Proxy, echo: E
     existing = proxy.connect()
     with existing:
         assert round_trip(existing, b"before") == b"before"
-        view = proxy.put({"mode": "reset"})
-        assert (view["mode"], view["active"], view["connections"], view["accepted"]) == ("reset", True, 0, 1)
+        view = proxy.put({"mode": "reset", "seed": 5})  # opsgate's ControlFault sends a seed with every fault
+        assert (view["mode"], view["active"], view["seed"]) == ("reset", True, 5)
+        assert (view["connections"], view["accepted"]) == (0, 1)
 
         existing.settimeout(IO_TIMEOUT_S)
         with contextlib.suppress(ConnectionResetError):  # the proxy reset it: ECONNRESET or an empty read
@@ -341,6 +367,7 @@ def test_blackhole_holds_traffic_and_delete_restores_pass_through(proxy: Proxy, 
         ({"mode": "reset", "colour": "red"}, "colour"),
         ({"mode": "blackhole", "latency_ms": 100}, "latency_ms"),
         ({"mode": "latency", "latency_ms": 100, "seed": 1.5}, "seed"),
+        ({"mode": "reset", "jitter_ms": 5}, "jitter_ms"),
         ("not json", "body"),
     ],
 )

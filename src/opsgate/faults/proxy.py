@@ -1,23 +1,13 @@
 """A TCP fault proxy that opsgate puts between the platform and a dependency (PostgreSQL, Redis).
 
-Bytes pass through unchanged until a fault is set over the control API; a drill can then delay,
-reset or black-hole the dependency's connections and prove how the platform copes.
+Bytes pass through unchanged until a drill sets a fault over the control API: ``latency`` delays
+each chunk (at most 64 KiB) forwarded client → upstream by ``latency_ms ± jitter_ms`` (milliseconds,
+uniform, drawn in arrival order from ``random.Random(seed)``, reseeded by every PUT so a recorded
+seed replays the same delays; a connection's chunks go one after another, so byte order holds);
+``reset`` resets every connection with a TCP RST; ``blackhole`` holds all traffic undelivered.
 
-Run with ``python -m opsgate.faults.proxy --listen-port P --upstream HOST:Q --control-port C``.
-Both listeners bind 127.0.0.1 only; one asyncio event loop runs the proxy and the control API.
-
-Control API (JSON), on the control port:
-
-- ``GET /healthz``
-- ``GET /faults``: mode, settings, open and total connections, upstream
-- ``PUT /faults``: ``{"mode": "latency", "latency_ms": 300, "jitter_ms": 50, "seed": 7}``,
-  ``{"mode": "reset"}`` or ``{"mode": "blackhole"}``
-- ``DELETE /faults``: back to ``pass``
-
-Units: ``latency_ms`` and ``jitter_ms`` are milliseconds. In ``latency`` mode each chunk (at most
-64 KiB) forwarded client → upstream waits ``latency_ms + uniform(-jitter_ms, +jitter_ms)``, drawn
-from ``random.Random(seed)`` in arrival order (reseeded by every PUT, so a recorded seed replays
-the same delays); chunks of one connection are forwarded one after another, so byte order holds.
+Run with ``python -m opsgate.faults.proxy --listen-port P --upstream HOST:Q --control-port C``;
+both listeners bind 127.0.0.1 only. Control API (JSON): ``GET /healthz``; ``GET|PUT|DELETE /faults``.
 """
 
 from __future__ import annotations
@@ -70,12 +60,12 @@ class ProxyFaults(BaseModel):
     jitter_ms: float = Field(default=0.0, ge=0, le=MAX_DELAY_MS, allow_inf_nan=False)
     seed: int | None = None
 
-    @field_validator("latency_ms", "jitter_ms", "seed")
+    @field_validator("latency_ms", "jitter_ms")
     @classmethod
-    def _only_for_latency(cls, value: float | None, info: ValidationInfo) -> float | None:
+    def _only_for_latency(cls, value: float, info: ValidationInfo) -> float:
+        # A seed is accepted (and echoed) in every mode: drills record one with each fault they set.
         mode = info.data.get("mode")
-        unset = value is None if info.field_name == "seed" else value == 0
-        if mode is not None and mode != "latency" and not unset:
+        if mode is not None and mode != "latency" and value != 0:
             raise PydanticCustomError("latency_only", "applies only to mode 'latency', not '{mode}'", {"mode": mode})
         return value
 
