@@ -8,7 +8,6 @@ the fault holds.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from opsgate.config import CommandControl, DrillExpect, DrillFault, DrillSpec, DrillTraffic, Target
 from opsgate.drills import observe
@@ -175,12 +174,9 @@ async def _send_all(drill: Drill, batches: list[DrillTraffic], log: TrafficLog) 
 async def _expect(drill: Drill, judge: Expectations, spec: DrillExpect, label: str) -> None:
     target = drill.target
     within = target.scaled(spec.within) if spec.within else 0.0
-    started = time.monotonic()
     series = f"queue {spec.queue} waiting" if spec.queue else None
     await drill.expect(spec.describe() + label, judge.check(spec), within_s=within,
                        every_s=target.scaled(spec.every, floor_s=0.1), series=series)  # fmt: skip
-    if spec.within:
-        drill.measured[spec.describe().rsplit(" within", 1)[0] + label] = time.monotonic() - started
 
 
 def _abort(drill: Drill, judge: Expectations, spec: DrillExpect, every_s: float) -> asyncio.Task[None]:

@@ -226,6 +226,8 @@ class Drill:
             limit = f" within {within_s:.1f}s ({polls} checks)" if within_s else ""
             raise DrillFailed(f"{what}: not met{limit}; last seen: {seen.note}")
         self.event(what, f"after {took:.2f}s: {seen.note}")
+        if within_s:
+            self.measured[what] = took  # a drain, a recovery, a propagation: how long it took
         return seen
 
     async def steady_state(self, *, after: bool = False, within_s: float = 0.0) -> None:
