@@ -68,6 +68,8 @@ def test_local_target_loads() -> None:
         "worker-to-zero",
         "redis-outage",
         "postgres-outage",
+        "provider-errors",
+        "kill-switch",
         "maintenance-mode",
         "postgres-latency",
     ]

@@ -23,6 +23,8 @@ CAUGHT = [
     ("redis-outage", "readiness-ignores-redis", "/readyz"),
     ("postgres-outage", "readiness-always-ok", "/readyz"),
     ("maintenance-mode", "maintenance-allows-writes", "traffic responses"),
+    ("drill and provider-errors", "retries-drop-messages", "failing sends dead-lettered with a reason"),
+    ("drill and kill-switch", "kill-switch-ignored", "new sends refused within 60 s"),
     ("postgres-latency", "slow-messages-route", "gate send-message-p95 verdict pass"),
     # the worker never holds a send while the provider is slow: it does not call the provider at all
     ("worker_killed_mid_flight", "worker-acks-without-send", "sends held in flight by the worker"),
@@ -55,7 +57,7 @@ def test_every_drill_passes_on_the_healthy_platform_and_leaves_a_log(tmp_path: P
     code, output, summary = drill(tmp_path, None)
     checks = summary.get("checks", [])
     assert code == 0, output[-4000:]
-    assert isinstance(checks, list) and len(checks) >= 12
+    assert isinstance(checks, list) and len(checks) >= 14
     assert {c["verdict"] for c in checks} == {"pass"} and {c["kind"] for c in checks} == {"drill"}
     logs = [read_front_matter(p) for p in sorted((tmp_path / "drills" / "local").glob("*.md"))]
     assert len(logs) == len(checks) and all(log is not None and log.outcome == "pass" for log in logs)
