@@ -17,12 +17,11 @@ records it with its timeline, samples and drill log. Ctrl-C and SIGTERM roll bac
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
@@ -30,14 +29,13 @@ from opsgate.config import Target
 from opsgate.drills.barrier import barrier
 from opsgate.evidence.records import CheckRecord, Sample, TimelineEvent, Verdict
 from opsgate.evidence.redact import Redactor
-from opsgate.faults.actions import Fault, FaultNotEffective
+from opsgate.faults.actions import Fault, FaultNotEffective, call_blocking
 from opsgate.faults.journal import Journal, signals_blocked
 from opsgate.flows import FlowFailed
 from opsgate.probes.base import ProbeError
 from opsgate.probes.http import request, subset_mismatch
 from opsgate.probes.sources import service_url
 
-T = TypeVar("T")
 MAX_POLLS = 10_000
 
 
@@ -300,32 +298,3 @@ class Drill:
         if seconds > 0:
             self.event(f"wait {seconds:.2f}s", why)
             await asyncio.sleep(seconds)
-
-
-def call_blocking(fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a helper thread and wait for it, even through a Ctrl-C (then re-raised once it is done).
-
-    A fault is never left half-applied: the rollback starts only after the apply has finished.
-    """
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(fn())
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=run, name="opsgate-fault", daemon=True)
-    thread.start()
-    interrupted: BaseException | None = None
-    while thread.is_alive():
-        try:
-            thread.join()
-        except BaseException as exc:  # Ctrl-C / SIGTERM: let the action finish first
-            interrupted = interrupted or exc
-    if interrupted is not None:
-        raise interrupted
-    if error:
-        raise error[0]
-    return result[0]

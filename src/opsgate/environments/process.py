@@ -13,18 +13,23 @@ from pathlib import Path
 STOP_TIMEOUT_S = 10.0
 
 
-def process_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None.
-
-    A PID and its start time together name a process unambiguously, even after PID reuse.
-    """
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` from field 3 (state) on, or None when the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may contain spaces; fields after it start past the last ')'.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19])
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None.
+
+    A PID and its start time together name a process unambiguously, even after PID reuse.
+    """
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def default_signal_mask() -> None:

@@ -188,26 +188,41 @@ async def _steps(target: Target, steps: list[FlowStep], run: FlowRun | None) -> 
         return await run_steps(client, target, steps, run)
 
 
-def run_blocking(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion on a fresh event loop in a helper thread, blocking the caller.
+def call_blocking(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a helper thread and wait for it, even through a Ctrl-C (then re-raised once it is done).
 
-    Usable from sync code and from inside a running loop alike (a rollback must not yield to other tasks).
+    A fault is never left half-applied: the rollback starts only after the apply has finished.
     """
     result: list[T] = []
     error: list[BaseException] = []
 
-    def target() -> None:
+    def run() -> None:
         try:
-            result.append(asyncio.run(factory()))
-        except BaseException as exc:  # handed back to the caller's thread
+            result.append(fn())
+        except BaseException as exc:
             error.append(exc)
 
-    thread = threading.Thread(target=target, name="opsgate-blocking", daemon=True)
+    thread = threading.Thread(target=run, name="opsgate-fault", daemon=True)
     thread.start()
-    thread.join()
+    interrupted: BaseException | None = None
+    while thread.is_alive():
+        try:
+            thread.join()
+        except BaseException as exc:  # Ctrl-C / SIGTERM: let the action finish first
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
     if error:
         raise error[0]
     return result[0]
+
+
+def run_blocking(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion on a fresh event loop in a helper thread (see :func:`call_blocking`).
+
+    Usable from sync code and from inside a running loop alike (a rollback must not yield to other tasks).
+    """
+    return call_blocking(lambda: asyncio.run(factory()))
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opsgate.environments.process import default_signal_mask
+from opsgate.environments.process import default_signal_mask, stat_fields
 from opsgate.slo.verdict import Run, Timing
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -57,11 +57,8 @@ class LoadResult:
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of ``pid`` so far (seconds), or None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    fields = stat_fields(pid)  # utime and stime are fields 14 and 15
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def run_load(plan: Plan, out_dir: Path) -> LoadResult:
