@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: .venv test gate drill up lint typecheck unit clean-reports
+.PHONY: .venv test gate drill load bench up lint typecheck unit clean-reports
 
 .venv: $(STAMP)
 
@@ -34,6 +34,15 @@ gate: .venv
 ## make drill: the failure drills (chaos/ and the target's drills:) against the embedded reference platform.
 drill: .venv
 	$(BIN)/opsgate drill
+
+## make load: the SLO rows (slos:) under their full load profile against the embedded reference platform.
+load: .venv
+	$(BIN)/opsgate load
+
+## make bench: benchmarks that print figures (cold start; load generators vs wrk and plain Locust).
+bench: .venv
+	$(BIN)/python bench/local_cold_start.py
+	$(BIN)/python bench/load_throughput.py
 
 ## make up: run the reference platform locally until Ctrl-C.
 up: .venv

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages opsgate runs for real: PostgreSQL, Redis, Prometheus,
-# Alertmanager, Chromium. Installs only what is missing; needs root or passwordless sudo.
+# Alertmanager, Chromium, wrk. Installs only what is missing; needs root or passwordless sudo.
 set -euo pipefail
 
 missing=()
@@ -11,6 +11,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v wrk >/dev/null || missing+=(wrk)  # bench/load_throughput.py's reference generator
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v npm >/dev/null || missing+=(nodejs npm)  # the Bull (Node) queue-layout tests
 

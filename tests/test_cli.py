@@ -58,8 +58,10 @@ def test_gate_on_the_embedded_default_passes_and_leaves_nothing(tmp_path: Path) 
     kinds = {check["kind"] for check in summary["checks"]}
     assert kinds == {
         "health", "datastore", "queue", "metric", "flow", "browser", "freshness",
-        "alert-rule", "alert-lint", "alert-routing", "alert-live",
+        "alert-rule", "alert-lint", "alert-routing", "alert-live", "slo",
     }  # fmt: skip
+    slos = [c for c in summary["checks"] if c["kind"] == "slo"]
+    assert len(slos) == 3 and all(c["figures"]["stage"] == "short" for c in slos)  # the gate's short SLO stage
     assert (run_dir / "report.html").exists() and (run_dir / "screenshots").is_dir()
     assert "verdict PASS" in result.stdout
 

@@ -74,6 +74,13 @@ def test_local_target_loads() -> None:
         "postgres-latency",
     ]
     assert target.drills[1].fault.repeat == 2 and target.drills[1].traffic[0].phase == "before"
+    assert [(s.name, s.p95_ms, s.load.rate_per_s) for s in target.slos] == [
+        ("send-message", 500, 100),
+        ("readiness", 1500, 100),
+        ("core-api-tenant", 300, 100),
+    ]
+    assert target.slos[0].request is not None and target.slos[0].request.expect.status == 202
+    assert target.slos[1].window == 300
     assert isinstance(target.services["worker"].control, ProcessControl)
     assert [(q.name, q.max_waiting) for q in target.queues] == [("send-messages", 100), ("billing-webhooks", 50)]
     assert target.metrics.scrape == ["http://127.0.0.1:8001/metrics", "http://127.0.0.1:8002/metrics"]
@@ -141,8 +148,8 @@ MALFORMED = {
     ),
     "unknown-field-far": (
         MINIMAL + "colour: blue\n",
-        "colour: unknown field (expected one of: name, environment, provider, time_scale, secrets, "
-        "platform, services, datastores, queues, metrics, auth, gates, flows, freshness, browser, alerts, drills)",
+        "colour: unknown field (expected one of: name, environment, provider, time_scale, secrets, platform, "
+        "services, datastores, queues, metrics, auth, gates, flows, freshness, browser, alerts, drills, slos)",
     ),
     "path-without-slash": (
         API + "    health:\n      - path: healthz\n",
@@ -208,6 +215,31 @@ MALFORMED = {
     "secret-name": (
         MINIMAL + "secrets: [API_TOKEN, not a var]\n",
         "secrets[1]: expected an environment variable name like 'API_TOKEN', got 'not a var'",
+    ),
+    "slo-no-request": (
+        MINIMAL + "slos:\n  - {name: s, p95_ms: 500, load: {rate_per_s: 10, duration: 1m}}\n",
+        "slos[0]: expected exactly one of request, locustfile, got 'none'",
+    ),
+    "slo-no-limit": (
+        MINIMAL + "slos:\n  - {name: s, request: {path: /x}, load: {rate_per_s: 10, duration: 1m}}\n",
+        "slos[0]: expected at least one limit of p50_ms, p95_ms, p99_ms, error_rate, got 'none'",
+    ),
+    "slo-open-without-rate": (
+        MINIMAL + "slos:\n  - {name: s, request: {path: /x}, p95_ms: 5, load: {duration: 1m}}\n",
+        "slos[0].load.rate_per_s: expected a rate_per_s > 0 for the open model, got 0.0",
+    ),
+    "slo-bare-duration": (
+        MINIMAL + "slos:\n  - {name: s, request: {path: /x}, p95_ms: 5, load: {rate_per_s: 5, duration: 60}}\n",
+        "slos[0].load.duration: expected a duration like '5m', got 60",
+    ),
+    "slo-error-rate-percent": (
+        MINIMAL + "slos:\n  - {name: s, request: {path: /x}, error_rate: 5, load: {rate_per_s: 5, duration: 1m}}\n",
+        "slos[0].error_rate: expected a number >= 0 and <= 1, got 5",
+    ),
+    "slo-duplicate-names": (
+        MINIMAL + "slos:\n  - {name: s, request: {path: /x}, p95_ms: 5, load: {rate_per_s: 5, duration: 1m}}\n"
+        "  - {name: s, request: {path: /y}, p95_ms: 5, load: {rate_per_s: 5, duration: 1m}}\n",
+        "slos[1].name: expected an SLO name not used before (slos[0] has it), got 's'",
     ),
     "several-errors": (
         "name: t\nenvironment: prod\ntime_scale: 0\nprovider: cloud\n",
@@ -335,6 +367,9 @@ def test_public_names() -> None:
             "MetricSource",
             "Poll",
             "Signing",
+            "SloHonesty",
+            "SloLoad",
+            "SloSpec",
             "CommandControl",
             "Control",
             "Datastores",

@@ -1,4 +1,4 @@
-"""The ``opsgate`` command: ``up``, ``gate``, ``drill``, ``recover`` and ``validate``.
+"""The ``opsgate`` command: ``up``, ``gate``, ``drill``, ``load``, ``recover`` and ``validate``.
 
 Exit codes follow the run's verdict: 0 pass, 1 fail, 2 bad usage or target file, 3 error or
 inconclusive (or aborted), 4 refused by a guard.
@@ -156,6 +156,23 @@ def drill(
         click.echo(f"opsgate: no {chaos_dir}/ here: running the target file's declared drills only")
     run_suite(target_file, [*args, "--opsgate-drill-logs", str(drill_logs)], match, allow_destructive,
               what="drills")  # fmt: skip
+
+
+@main.command()
+@click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: embedded)")
+@click.option("--match", "match", default=None, help="run only SLO rows whose id matches (pytest -k expression)")
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="a Locust master and N workers for every row (default: each row's load.workers)")  # fmt: skip
+@click.option("--short", is_flag=True, help="the gate's short stage instead of the full load profile")
+@click.option("--allow-destructive", is_flag=True, help="allow SLO rows that write (POST...) on a staging target")
+def load(
+    target_file: Path | None, match: str | None, workers: int | None, short: bool, allow_destructive: bool
+) -> None:
+    """Run the SLO rows (slos:) under their full load profile; exit 0 only if every row passed."""
+    args = ["--pyargs", "opsgate.suite.test_slo", "--opsgate-load", "short" if short else "full"]
+    if workers is not None:
+        args += ["--opsgate-load-workers", str(workers)]
+    run_suite(target_file, args, match, allow_destructive, what="SLO rows")
 
 
 def run_suite(target_file: Path | None, args: list[str], match: str | None, allow_destructive: bool,

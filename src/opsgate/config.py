@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -72,6 +73,9 @@ __all__ = [
     "RunbookSource",
     "Service",
     "Signing",
+    "SloHonesty",
+    "SloLoad",
+    "SloSpec",
     "Target",
     "TargetError",
     "Toggle",
@@ -851,6 +855,82 @@ class DrillSpec(_Section):
     """Queues sampled through the drill into its timeline (depth over time)."""
 
 
+class SloLoad(_Section):
+    """The load an SLO row is proved under: an arrival rate (open model) or users (closed model).
+
+    ``duration`` and ``ramp`` are scaled by ``time_scale``; the run never gets shorter than
+    ``min_duration`` (wall clock) nor than the samples its highest percentile needs, at the rate, x1.25.
+    """
+
+    model: Literal["open", "closed"] = "open"
+    """open: requests sent on a fixed schedule and timed from their intended send (no coordinated
+    omission); closed: ``users`` Locust users, each waiting for its answer before the next request."""
+    rate_per_s: Annotated[float, _number(float, ge=0, le=100_000)] = 0.0
+    """Planned arrival rate (requests/s); with the closed model 0 means as fast as the users can."""
+    users: Annotated[int, _number(int, ge=1, le=10_000)] = 1
+    ramp: Duration = 0.0
+    duration: _PositiveDuration
+    min_duration: _PositiveDuration = 2.0
+    short_duration: _PositiveDuration | None = None
+    """The gate's short stage (wall clock, not scaled); default: the shortest run the limits can be judged on."""
+    max_in_flight: Annotated[int, _number(int, ge=1, le=10_000)] = 200
+    workers: Annotated[int, _number(int, ge=0, le=64)] = 0
+    """Locust worker processes (0: one process); ``opsgate load --workers N`` overrides it."""
+
+    @model_validator(mode="after")
+    def _rate_for_open(self) -> SloLoad:
+        if self.model == "open" and self.rate_per_s <= 0:
+            raise _FieldProblem("a rate_per_s > 0 for the open model", self.rate_per_s, at=("rate_per_s",))
+        return self
+
+
+class SloHonesty(_Section):
+    """When an SLO run proves nothing (verdict inconclusive): the issue's defaults, overridable per row."""
+
+    min_samples: Annotated[int, _number(int, ge=1)] | None = None
+    """Fewest samples to judge on (default 10/(1-q) for the highest percentile asked: 200 for p95)."""
+    min_rate_ratio: Annotated[float, _number(float, gt=0, le=1)] = 0.95
+    max_skipped_ratio: Annotated[float, _number(float, ge=0, le=1)] = 0.001
+    max_cpu_ratio: Annotated[float, _number(float, gt=0, le=1)] = 0.90
+    max_wait_ratio: Annotated[float, _number(float, gt=0, le=1)] = 0.50
+    """A load generator waiting for a core over this share of any second (a busy machine) proves nothing."""
+
+
+class SloSpec(_Section):
+    """An SLO row: a named request (or a team's locustfile) under load, with latency and error limits."""
+
+    name: _Name
+    request: FlowStep | None = None
+    """The request, as a flow step (service, method, path, headers, json, sign; ``expect.status`` is the
+    success status); ``{uuid}`` in path, headers and body is fresh per request."""
+    locustfile: _Name | None = None
+    """A team's own locustfile (path relative to the target file) that imports ``opsgate.slo.recording``."""
+    judge: _Name | None = None
+    """With ``locustfile``: the request name (Locust ``name=``) the limits apply to (default: all)."""
+    service: _Name = "api"
+    """With ``locustfile``: the service whose URL is Locust's host."""
+    p50_ms: Annotated[float, _number(float, gt=0)] | None = None
+    p95_ms: Annotated[float, _number(float, gt=0)] | None = None
+    p99_ms: Annotated[float, _number(float, gt=0)] | None = None
+    error_rate: Annotated[float, _number(float, ge=0, le=1)] | None = None
+    window: Duration | None = None
+    """The limits hold in every sub-window of this length too (scaled by ``time_scale``), not only overall."""
+    load: SloLoad
+    honesty: SloHonesty = SloHonesty()
+    claim: _ClaimId | None = None
+
+    @model_validator(mode="after")
+    def _request_and_limits(self) -> SloSpec:
+        if (self.request is None) == (self.locustfile is None):
+            given = [k for k in ("request", "locustfile") if getattr(self, k) is not None]
+            raise _FieldProblem("exactly one of request, locustfile", given or "none")
+        if self.judge is not None and self.locustfile is None:
+            raise _FieldProblem("judge only with a locustfile", self.judge, at=("judge",))
+        if all(getattr(self, k) is None for k in ("p50_ms", "p95_ms", "p99_ms", "error_rate")):
+            raise _FieldProblem("at least one limit of p50_ms, p95_ms, p99_ms, error_rate", "none")
+        return self
+
+
 class Auth(_Section):
     """Credentials synthetic checks use; empty values mean absent."""
 
@@ -888,23 +968,25 @@ class Target(_Section):
     browser: list[BrowserCheck] = []
     alerts: Alerts = Alerts()
     drills: list[DrillSpec] = []
+    slos: list[SloSpec] = []
 
     _source: Path | None = PrivateAttr(default=None)
     _secret_env_values: frozenset[str] = PrivateAttr(default=frozenset())
 
-    @field_validator("queues")
+    @field_validator("queues", "slos")
     @classmethod
-    def _unique_queue_names(cls, queues: list[QueueSpec]) -> list[QueueSpec]:
+    def _unique_names(cls, rows: list[Any], info: ValidationInfo) -> list[Any]:
+        noun = {"queues": "a queue", "slos": "an SLO"}[str(info.field_name)]
         first_index: dict[str, int] = {}
-        for index, queue in enumerate(queues):
-            if queue.name in first_index:
+        for index, row in enumerate(rows):
+            if row.name in first_index:
                 raise _FieldProblem(
-                    f"a queue name not used before (queues[{first_index[queue.name]}] has it)",
-                    queue.name,
+                    f"{noun} name not used before ({info.field_name}[{first_index[row.name]}] has it)",
+                    row.name,
                     at=(index, "name"),
                 )
-            first_index[queue.name] = index
-        return queues
+            first_index[row.name] = index
+        return rows
 
     @model_validator(mode="after")
     def _cross_references(self) -> Target:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Generator
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 import httpx
 import pytest
@@ -39,6 +40,7 @@ MARKERS = {
     "destructive": "changes the target's state; refused on production, needs --allow-destructive on staging",
     "alerts": "alert rules against the runbooks' documented thresholds: promtool boundary tests and lint",
     "drill": "failure drills: a fault injected, judged and always rolled back (opsgate drill)",
+    "slo": "SLO load gates: a request under load, judged on exact percentiles (short stage in the gate)",
 }
 
 
@@ -92,6 +94,17 @@ class OpsgateSession:
             self._previous_sigint = signal.signal(signal.SIGINT, _sigterm_as_interrupt)
             self._provisioned = self.launcher.start()
         return self._provisioned
+
+    @property
+    def load_stage(self) -> Literal["short", "full"]:
+        """Which SLO stage runs: the gate's short stage or the full profile (``--opsgate-load``)."""
+        return "full" if self.config.getoption("opsgate_load") == "full" else "short"
+
+    @property
+    def load_workers(self) -> int | None:
+        """``--opsgate-load-workers``: Locust workers for every SLO row (None: each row's own setting)."""
+        value = self.config.getoption("opsgate_load_workers")
+        return None if value is None else int(value)
 
     def run_info(self) -> dict[str, str]:
         """Environment facts for the evidence: versions, git sha, target file, time scale."""
@@ -193,6 +206,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="where drill logs are written, as DIR/<environment>/<YYYYMMDD-HHMMSS>-<drill>.md",
     )
+    group.addoption(
+        "--opsgate-load",
+        dest="opsgate_load",
+        choices=["short", "full"],
+        default="short",
+        help="SLO stage: the gate's short stage (default) or each row's full load profile",
+    )
+    group.addoption(
+        "--opsgate-load-workers",
+        dest="opsgate_load_workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run every SLO row with a Locust master and N workers (default: each row's load.workers)",
+    )
     parser.addini("opsgate_target", "target file used when --target is not given", default="")
 
 
@@ -274,6 +302,11 @@ def writing_flows(target: Target) -> list[str]:
     return [f.name for f in target.flows if any(step.method != "GET" for step in f.steps)]
 
 
+def writing_slos(target: Target) -> set[str]:
+    """SLO rows whose load may change state (a non-GET request, or a team's locustfile): ``destructive``."""
+    return {s.name for s in target.slos if s.request is None or s.request.method != "GET"}
+
+
 def datastore_names(target: Target) -> list[str]:
     """The datastores the target declares."""
     return [name for name in ("postgres", "redis") if getattr(target.datastores, name) is not None]
@@ -290,6 +323,7 @@ PARAMETRISED: dict[str, Callable[[Target], list[str]]] = {
     "rule_name": alert_rule_names,
     "live_alert_name": lambda t: [live.alert for live in t.alerts.live],
     "drill_name": lambda t: [d.name for d in t.drills],
+    "slo_name": lambda t: [s.name for s in t.slos],
     "severity": lambda t: list(t.alerts.routing),
 }
 
@@ -308,6 +342,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             writing = set(writing_flows(target)) if fixture == "flow_name" else set()
             if fixture == "drill_name":
                 writing = {d.name for d in target.drills if d.destructive}
+            if fixture == "slo_name":
+                writing = writing_slos(target)
             params = [
                 pytest.param(name, id=name, marks=[pytest.mark.destructive] * (name in writing)) for name in names
             ]

@@ -52,9 +52,10 @@ def test_errors_over_the_ceiling_fail() -> None:
         (steady(400, actual_duration_s=9.0), "achieved 44.4/s, under 95% of the planned 50.0/s"),
         (steady(400, skipped=2), "2 of 400 send slots skipped (over 0.1%)"),
         (steady(400, ended_early="locust exited with code 1"), "the run ended early: locust exited with code 1"),
-        (steady(400, cpu_ratio=0.97), "a load generator used 97% of a core (over 90%)"),
+        (steady(400, cpu_ratio=0.97), "a load generator used 97% of a core, running or waiting to run (over 90%)"),
+        (steady(400, wait_ratio=0.6), "a load generator waited for a core 60% of a second (over 50%)"),
     ],
-    ids=["empty", "too-few", "rate", "skipped", "ended-early", "cpu-bound"],
+    ids=["empty", "too-few", "rate", "skipped", "ended-early", "cpu-bound", "starved"],
 )
 def test_a_run_that_proves_nothing_is_inconclusive_never_a_pass(run: Run, reason: str) -> None:
     result = judge(run, P95_500)
@@ -75,3 +76,21 @@ def test_a_window_must_hold_in_every_sub_window_not_only_overall() -> None:
     assert judge(run, Limits(p95_ms=1500)).verdict == "pass"
     windowed = judge(run, Limits(p95_ms=1500), window_s=5.0)
     assert windowed.verdict == "fail" and windowed.message.startswith("window 5-10s: p95 1800.0 ms")
+
+
+def test_skipped_slots_cannot_hide_a_breach_but_make_a_clean_run_inconclusive() -> None:
+    """Slots skipped because max_in_flight requests were open hide slower requests: a breach despite them fails."""
+    slow = steady(390, latency_ms=1900.0, planned=400, skipped=10)
+    result = judge(slow, P95_500)
+    assert result.verdict == "fail" and "p95 1900.0 ms ≥ 500 ms" in result.message
+    assert "10 of 400 send slots skipped" in result.message
+    quick = steady(390, latency_ms=100.0, planned=400, skipped=10)
+    assert judge(quick, P95_500).verdict == "inconclusive"
+    # A rate shortfall not explained by skipped slots (the generator fell behind) stays inconclusive, breach or not.
+    behind = steady(300, latency_ms=1900.0, planned=400, actual_duration_s=8.0)
+    assert judge(behind, P95_500).verdict == "inconclusive"
+
+
+def test_an_empty_run_is_inconclusive_even_when_a_row_asks_for_no_samples() -> None:
+    result = judge(steady(0), P95_500, Honesty(min_samples=0))
+    assert result.verdict == "inconclusive" and "0 samples, fewer than the 1 needed" in result.message

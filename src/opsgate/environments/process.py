@@ -23,6 +23,12 @@ def stat_fields(pid: int) -> list[str] | None:
     return stat[stat.rindex(")") + 2 :].split()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` so far (seconds), or None when it is gone."""
+    fields = stat_fields(pid)  # utime and stime are fields 14 and 15
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None.
 

@@ -52,6 +52,8 @@ class CheckRecord:
     """A drill's steps in order (steady state, fault applied, alert firing, rollback, drained...)."""
     series: dict[str, list[Sample]] = field(default_factory=dict)
     """A drill's probe samples over time, per series (queue depth, error ratio...)."""
+    figures: dict[str, float | int | str | None] = field(default_factory=dict)
+    """Named figures behind the verdict (an SLO row's exact and Locust percentiles, rates, counts)."""
 
     def to_json(self) -> dict[str, Any]:
         """The record as summary.json lists it."""

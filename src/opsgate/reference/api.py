@@ -41,7 +41,7 @@ from opsgate.reference.auth import (
 from opsgate.reference.backups import BackupScheduler
 from opsgate.reference.database import Database, make_pool
 from opsgate.reference.errors import ApiError, handle_api_error
-from opsgate.reference.metrics import PlatformMetrics, RequestMetricsMiddleware
+from opsgate.reference.metrics import PlatformMetrics, RequestMetricsMiddleware, timings_route
 from opsgate.reference.monitoring import post_event
 from opsgate.reference.outbox import OutboxSweeper
 from opsgate.reference.queues import BILLING_WEBHOOKS, QUEUE_NAMES, SEND_MESSAGES, Queues, fast_redis
@@ -815,6 +815,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/healthz", health),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
+        timings_route(metrics.request_timings),
         Route("/auth/login", login, methods=["POST"]),
         Route("/auth/logout", logout, methods=["POST"]),
         Route("/v1/tenants/{tenant_id}/messages", send_message, methods=["POST"]),

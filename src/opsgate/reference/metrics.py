@@ -3,19 +3,72 @@
 The api and the worker each own a :class:`PlatformMetrics`; a counter lives in the process that
 does the counted thing (api: received/retrying webhooks; worker: processed/failed), and
 Prometheus, or opsgate's scrape probe, sums the series across processes.
+
+Besides the histograms, every request's own server-side duration is kept raw in a bounded
+:class:`RequestTimings` (read at ``GET /debug/request-timings``), so a test can compare opsgate's
+client-side percentiles with the server's exact ones for the same requests.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from opsgate.reference.errors import error_response
 
 # Bucket edges sit on every latency threshold the seed runbooks state (300/500/750 ms, 1.5/2.5 s).
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
 QUEUE_STATES = ("waiting", "active", "failed", "delayed")
+TIMINGS_PATH = "/debug/request-timings"
+"""The read-only route of the raw server-side timings; its own requests are never recorded."""
+TIMINGS_KEPT = 200_000
+
+
+class RequestTimings:
+    """The newest ``maxlen`` requests as (route template, method, status, duration ms), numbered from 0."""
+
+    def __init__(self, maxlen: int = TIMINGS_KEPT) -> None:
+        self._entries: deque[tuple[str, str, int, float]] = deque(maxlen=maxlen)
+        self.recorded = 0
+        """How many requests were ever recorded: the number the next one gets."""
+
+    def record(self, route: str, method: str, status: int, duration_ms: float) -> None:
+        """Keep one request's timing (the oldest is dropped when full)."""
+        self._entries.append((route, method, status, duration_ms))
+        self.recorded += 1
+
+    def since(self, seq: int, route: str) -> tuple[int, int, list[tuple[str, int, float]]]:
+        """``(next, missed, [(method, status, ms), ...])`` of ``route`` from number ``seq`` on.
+
+        ``missed`` counts the requests (of any route) from ``seq`` on that were already dropped.
+        """
+        first = self.recorded - len(self._entries)
+        start = max(seq, first)
+        missed = max(0, first - seq)
+        rows = [(m, s, ms) for r, m, s, ms in itertools.islice(self._entries, start - first, None) if r == route]
+        return self.recorded, missed, rows
+
+
+def timings_route(timings: RequestTimings) -> Route:
+    """``GET /debug/request-timings?route=<template>&since=<n>``: ``{"next", "missed", "timings"}``."""
+
+    async def request_timings(request: Request) -> Response:
+        route = request.query_params.get("route")
+        since = request.query_params.get("since", "0")
+        if not route or not (since.isascii() and since.isdigit()):
+            return error_response(422, "INVALID_REQUEST", "route (a route template) and since (an integer >= 0)")
+        following, missed, rows = timings.since(int(since), route)
+        return JSONResponse({"next": following, "missed": missed, "timings": rows})
+
+    return Route(TIMINGS_PATH, request_timings, methods=["GET"])
 
 
 class PlatformMetrics:
@@ -73,6 +126,7 @@ class PlatformMetrics:
         self.monitoring_failures = Counter(
             "monitoring_webhook_failures", "Monitoring webhook posts that failed.", registry=r
         )
+        self.request_timings = RequestTimings()
 
         # Series exist from the start at 0, so increase() sees the first event (a series born at 1 hides it).
         for status in ("received", "processed", "retrying", "failed"):
@@ -95,7 +149,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class RequestMetricsMiddleware:
-    """ASGI middleware timing every HTTP request by route template, method and status."""
+    """ASGI middleware timing every HTTP request by route template, method and status (histogram and raw)."""
 
     def __init__(self, app: ASGIApp, metrics: PlatformMetrics) -> None:
         self.app = app
@@ -119,6 +173,9 @@ class RequestMetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
+            elapsed_s = time.perf_counter() - started
             labels = (self.metrics.service, template, scope["method"], str(status))
-            self.metrics.http_duration.labels(*labels).observe(time.perf_counter() - started)
+            self.metrics.http_duration.labels(*labels).observe(elapsed_s)
             self.metrics.http_requests.labels(*labels).inc()
+            if template != TIMINGS_PATH:
+                self.metrics.request_timings.record(template, scope["method"], status, elapsed_s * 1000)

@@ -4,9 +4,12 @@ Locust rounds percentiles into buckets (a true 1545 ms p95 reports as 1500 and p
 and reports 0 for an empty run; opsgate keeps every request's raw time and judges on those. A run
 is **inconclusive** (the gate fails, with the reason) when it has too few samples for the
 percentile asked (default fewer than 10/(1-q): 200 for p95), reached less than 95% of the planned
-rate, skipped over 0.1% of its send slots, ended early, or its load generator was CPU-bound
-(over 90% of a core) — each threshold configurable. With a ``window_s``, every sub-window of that
-length must meet the limits too ("p95 < 1.5 s for 5 minutes"), not only the whole run.
+rate, skipped over 0.1% of its send slots, ended early, or its load generator was CPU-bound (over
+90% of a core) or starved (waiting for a core over half of any second) — each threshold
+configurable. Skipped slots (``max_in_flight`` requests still open: the server fell behind) hide
+requests that would have been slower still, so a breach measured despite them is a fail, not
+inconclusive. With a ``window_s``, every sub-window of that length must meet the limits too
+("p95 < 1.5 s for 5 minutes"), not only the whole run.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class Honesty:
     min_rate_ratio: float = 0.95
     max_skipped_ratio: float = 0.001
     max_cpu_ratio: float = 0.90
+    max_wait_ratio: float = 0.50
+    """A generator that waited for a core over half of any second (a busy machine) would time its own delays."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,10 @@ class Run:
     ended_early: str | None = None
     """Why the run stopped before its planned end (a crash, a timeout), or None."""
     cpu_ratio: float = 0.0
-    """The busiest load-generator process's CPU use, as a share of one core."""
+    """The busiest load-generator process's CPU demand in its busiest second of the run: time running or runnable
+    but waiting for a core, as a share of one core (a generator starved by other work is as bound as a busy one)."""
+    wait_ratio: float = 0.0
+    """The longest a load-generator process waited for a core in any second of the run (share of that second)."""
 
 
 @dataclass
@@ -125,26 +133,38 @@ def judge(run: Run, limits: Limits, honesty: Honesty = Honesty(), *, window_s: f
     result = SloVerdict("pass", "", percentiles, errors, achieved_rate, planned_rate, len(timings))
     needed = needed_samples(limits, honesty)
     problems = result.problems
-    if len(timings) < needed:
-        problems.append(f"{len(timings)} samples, fewer than the {needed} needed")
+    saturated: list[str] = []
+    """Problems caused only by the server falling behind (slots skipped with ``max_in_flight`` open): they
+    hide requests that would have been slower still, so they cannot turn a measured breach into a pass."""
+    if len(timings) < max(needed, 1):  # an empty run proves nothing, whatever min_samples says
+        problems.append(f"{len(timings)} samples, fewer than the {max(needed, 1)} needed")
     if planned_rate > 0 and achieved_rate < honesty.min_rate_ratio * planned_rate:
-        problems.append(f"achieved {achieved_rate:.1f}/s, under {honesty.min_rate_ratio:.0%} of the planned "
-                        f"{planned_rate:.1f}/s")  # fmt: skip
+        shortfall = (
+            f"achieved {achieved_rate:.1f}/s, under {honesty.min_rate_ratio:.0%} of the planned {planned_rate:.1f}/s"
+        )
+        explained = run.skipped > 0 and len(timings) + run.skipped >= honesty.min_rate_ratio * run.planned
+        (saturated if explained else problems).append(shortfall)
     if run.planned and run.skipped / run.planned > honesty.max_skipped_ratio:
-        problems.append(f"{run.skipped} of {run.planned} send slots skipped "
-                        f"(over {honesty.max_skipped_ratio:.1%})")  # fmt: skip
+        saturated.append(f"{run.skipped} of {run.planned} send slots skipped (over {honesty.max_skipped_ratio:.1%}):"
+                         " that many requests were still open")  # fmt: skip
+    if saturated and not missed:
+        problems += saturated
     if run.ended_early:
         problems.append(f"the run ended early: {run.ended_early}")
     if run.cpu_ratio > honesty.max_cpu_ratio:
-        problems.append(f"a load generator used {run.cpu_ratio:.0%} of a core (over {honesty.max_cpu_ratio:.0%}):"
-                        " its own delays would be measured")  # fmt: skip
+        problems.append(f"a load generator used {run.cpu_ratio:.0%} of a core, running or waiting to run (over "
+                        f"{honesty.max_cpu_ratio:.0%}): its own delays would be measured")  # fmt: skip
+    if run.wait_ratio > honesty.max_wait_ratio:
+        problems.append(f"a load generator waited for a core {run.wait_ratio:.0%} of a second (over "
+                        f"{honesty.max_wait_ratio:.0%}): the machine was too busy, its own delays would be "
+                        "measured")  # fmt: skip
     if problems:
         result.verdict, result.message = "inconclusive", "; ".join(problems)
         return result
     if window_s is not None and window_s > 0:
         missed += _window_breaches(timings, limits, window_s, run.actual_duration_s)
     if missed:
-        result.verdict, result.message = "fail", "; ".join(missed)
+        result.verdict, result.message = "fail", "; ".join(missed + saturated)
     else:
         shown = ", ".join(f"{name} {value:.1f} ms" for name, value in percentiles.items() if value is not None)
         result.message = f"{shown}; error rate {errors:.2%}" if errors is not None else shown
