@@ -18,6 +18,7 @@ CAUGHT_BY = {
     "flow[send-sms-delivered]": "worker-acks-without-send",
     "health[api:/readyz]": "readiness-ignores-redis",
     "gate[send-message-p95]": "slow-messages-route",
+    "slo[send-message]": "slow-messages-route",
     # Also caught elsewhere: a worker that never calls the provider cannot see it fail, so the
     # failure-rate alert never fires during the live check.
     "alert_live[NotificationFailureRateHigh]": "worker-acks-without-send",
@@ -41,6 +42,7 @@ def test_gate_fails_and_names_each_defects_check(failing_run: tuple[subprocess.C
     assert "checks.redis: missing" in failed["health[api:/readyz]"]["message"]
     assert "count: expected 1, got 0" in failed["flow[send-sms-delivered]"]["message"]
     assert failed["gate[send-message-p95]"]["measured"] > 0.5
+    assert failed["slo[send-message]"]["measured"] >= 1500  # the exact client-side p95, in ms
     html = (run_dir / "report.html").read_text()
     for check_id in CAUGHT_BY:
         assert f"id='{check_id}' data-verdict='fail'" in html
