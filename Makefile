@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: .venv test gate drill load bench up lint typecheck unit clean-reports
+.PHONY: .venv test gate drill load bench up lint typecheck unit clean-reports containers
 
 .venv: $(STAMP)
 
@@ -38,6 +38,10 @@ drill: .venv
 ## make load: the SLO rows (slos:) under their full load profile against the embedded reference platform.
 load: .venv
 	$(BIN)/opsgate load
+
+## make containers: the containers tier only (Docker engine started if none runs; image built if missing).
+containers: .venv
+	$(BIN)/pytest -m containers tests/containers
 
 ## make bench: benchmarks that print figures (cold start; load generators vs wrk and plain Locust).
 bench: .venv

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages opsgate runs for real: PostgreSQL, Redis, Prometheus,
-# Alertmanager, Chromium, wrk. Installs only what is missing; needs root or passwordless sudo.
+# Alertmanager, Chromium, wrk, Docker's engine and debootstrap. Installs only what is missing; needs root or
+# passwordless sudo.
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,9 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)  # bench/load_throughput.py's reference generator
+# The containers provider: a Docker engine (unless one answers already) and debootstrap to build its image.
+docker info >/dev/null 2>&1 || command -v dockerd >/dev/null || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v npm >/dev/null || missing+=(nodejs npm)  # the Bull (Node) queue-layout tests
 

@@ -116,6 +116,47 @@ def test_staging_example_loads() -> None:
     assert scaled_up.metrics.prometheus == "http://prom:9090"
 
 
+def test_staging_example_stops_redis_by_command() -> None:
+    target = load_target(ROOT / "targets" / "staging.example.yaml", environ=ENVIRON)
+
+    assert target.datastores.redis is not None and target.datastores.postgres is not None
+    control = target.datastores.redis.control
+    assert isinstance(control, CommandControl)
+    assert control.read == "kubectl get statefulset/redis -o jsonpath={.spec.replicas}"
+    assert control.stop == "kubectl scale statefulset/redis --replicas=0"
+    assert control.start.startswith("kubectl scale statefulset/redis --replicas={prior} && ")
+    assert control.timeout == 120.0
+    assert target.datastores.postgres.control is None
+
+
+def test_datastore_command_control_parses() -> None:
+    text = (
+        MINIMAL
+        + "provider: external\n"
+        + "datastores:\n"
+        + "  redis:\n"
+        + "    url: redis://r:6379/0\n"
+        + "    control: {kind: command, read: ./read.sh, stop: ./stop.sh, start: './start.sh {prior}', timeout: 2m}\n"
+        + "  postgres:\n"
+        + "    dsn: postgresql://app@db/app\n"
+        + "    control: {kind: command, stop: '${PG_STOP}', start: ./pg-start.sh}\n"
+    )
+    target = parse_target(text, environ={"PG_STOP": "systemctl stop postgresql"})
+
+    assert target.datastores.redis is not None and target.datastores.postgres is not None
+    redis = target.datastores.redis.control
+    assert isinstance(redis, CommandControl)
+    assert (redis.read, redis.stop, redis.start, redis.timeout) == ("./read.sh", "./stop.sh", "./start.sh {prior}", 120)
+    postgres = target.datastores.postgres.control  # the default timeout; `${VAR}` interpolated like any field
+    assert isinstance(postgres, CommandControl)
+    assert (postgres.read, postgres.stop, postgres.start, postgres.timeout) == (
+        None,
+        "systemctl stop postgresql",
+        "./pg-start.sh",
+        60.0,
+    )
+
+
 API = MINIMAL + "services:\n  api:\n    url: http://api\n"
 CHECK = API + "    health:\n      - path: /healthz\n"
 
@@ -149,7 +190,8 @@ MALFORMED = {
     "unknown-field-far": (
         MINIMAL + "colour: blue\n",
         "colour: unknown field (expected one of: name, environment, provider, time_scale, secrets, platform, "
-        "services, datastores, queues, metrics, auth, gates, flows, freshness, browser, alerts, drills, slos)",
+        "containers, services, datastores, queues, metrics, auth, gates, flows, freshness, browser, alerts, drills, "
+        "slos)",
     ),
     "path-without-slash": (
         API + "    health:\n      - path: healthz\n",
@@ -184,6 +226,24 @@ MALFORMED = {
         "name: t\nenvironment: staging\nservices:\n  worker:\n    url: http://worker\n"
         "    control: {kind: command, start: ./start.sh}\n",
         "services.worker.control.stop: missing required field",
+    ),
+    "datastore-control-missing-stop": (
+        MINIMAL + "datastores:\n  redis:\n    url: redis://r\n    control: {kind: command, start: ./start.sh}\n",
+        "datastores.redis.control.stop: missing required field",
+    ),
+    "datastore-control-duration-words": (
+        MINIMAL + "datastores:\n  postgres:\n    dsn: postgresql://app@db/app\n"
+        "    control: {kind: command, stop: ./stop.sh, start: ./start.sh, timeout: 2 minutes}\n",
+        "datastores.postgres.control.timeout: expected a duration like '5m', got '2 minutes'",
+    ),
+    "control-prior-without-read": (
+        MINIMAL + "datastores:\n  redis:\n    url: redis://r\n"
+        "    control: {kind: command, stop: ./stop.sh, start: './start.sh --replicas={prior}'}\n",
+        "datastores.redis.control.read: expected a `read` command to fill in {prior} of start, got None",
+    ),
+    "containers-image-empty": (
+        MINIMAL + "provider: containers\ncontainers: {postgres_image: ''}\n",
+        "containers.postgres_image: expected a non-empty string, got ''",
     ),
     "control-kind-unknown": (
         API + "    control: {kind: ssh}\n",

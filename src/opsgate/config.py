@@ -327,8 +327,15 @@ class CommandControl(_Section):
     """Prints the current state (e.g. the replica count) so the drill can record it."""
     stop: Annotated[str, AfterValidator(_non_empty)]
     start: Annotated[str, AfterValidator(_non_empty)]
+    """May use ``{prior}``: the output of ``read`` before the stop (e.g. ``--replicas={prior}``)."""
     timeout: _PositiveDuration = 60.0
     """Seconds each command may run."""
+
+    @model_validator(mode="after")
+    def _prior_needs_read(self) -> CommandControl:
+        if "{prior}" in self.start and self.read is None:
+            raise _FieldProblem("a `read` command to fill in {prior} of start", None, at=("read",))
+        return self
 
 
 Control = Annotated[ProcessControl | CommandControl, Field(discriminator="kind")]
@@ -349,12 +356,29 @@ class Postgres(_Section):
     dsn: Annotated[str, _scheme("postgresql", "postgres")]
     max_pool_ratio: Annotated[float, _number(float, gt=0, le=1)] = 0.8
     """Share of ``max_connections`` in use above which the pool counts as exhausted."""
+    control: CommandControl | None = None
+    """Commands that stop and start it (an external target's outage drills; opsgate's environments need none)."""
 
 
 class RedisStore(_Section):
     """The Redis server (queues live there)."""
 
     url: Annotated[str, _scheme("redis", "rediss")]
+    control: CommandControl | None = None
+    """Commands that stop and start it (an external target's outage drills; opsgate's environments need none)."""
+
+
+DEPS_IMAGE = "opsgate-deps:bookworm"
+"""The image ``scripts/build-deps-image.sh`` builds locally: Debian bookworm with PostgreSQL 15 and Redis 7."""
+
+
+class ContainersSpec(_Section):
+    """Images of the ``containers`` provider. Each follows the official image's contract (``postgres``: the
+    ``POSTGRES_USER``/``POSTGRES_PASSWORD``/``POSTGRES_DB`` variables and a ``postgres`` command; ``redis``: a
+    ``redis-server`` command), so ``postgres:15-bookworm`` and ``redis:7-bookworm`` work where a registry does."""
+
+    postgres_image: Annotated[str, AfterValidator(_non_empty)] = DEPS_IMAGE
+    redis_image: Annotated[str, AfterValidator(_non_empty)] = DEPS_IMAGE
 
 
 class Datastores(_Section):
@@ -699,7 +723,8 @@ class DrillFault(_Section):
     """What a drill breaks, by exactly one of ``stop``, ``provider``, ``proxy``, ``toggle``, held then restored."""
 
     stop: _Name | None = None
-    """A service with a ``control`` (e.g. ``worker``) or a local datastore (``redis``, ``postgres``)."""
+    """A service with a ``control`` (e.g. ``worker``), or ``redis``/``postgres``: by their ``control`` commands, or
+    stopping the process or container opsgate started."""
     provider: dict[str, Any] | None = None
     """Provider fault settings (``error_rate``, ``status``, ``retry_after_s``, ``latency_ms``, ``hang``, ``seed``)."""
     provider_control: _OptionalHttpUrl = None
@@ -957,6 +982,7 @@ class Target(_Section):
     secrets: list[Annotated[str, AfterValidator(_env_name)]] = []
     """Names of environment variables whose values are secrets."""
     platform: PlatformSpec | None = None
+    containers: ContainersSpec = ContainersSpec()
     services: dict[str, Service] = {}
     datastores: Datastores = Datastores()
     queues: list[QueueSpec] = []

@@ -381,7 +381,7 @@ def evidence(request: pytest.FixtureRequest, opsgate_session: OpsgateSession) ->
 
 @pytest.fixture(scope="session")
 def local_environment(opsgate_session: OpsgateSession, target: Target) -> LocalEnvironment:
-    """The local environment opsgate started for this target (only for ``provider: local``)."""
+    """The environment opsgate started for this target (``provider: local`` or ``containers``)."""
     environment = opsgate_session.provisioned().environment
     if environment is None:
         pytest.skip(f"target {target.name!r} is not started by opsgate (provider {target.provider})")

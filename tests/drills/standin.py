@@ -1,13 +1,14 @@
-"""A staging stand-in: the reference platform in its own process, with a worker control like ``kubectl scale``.
+"""A staging stand-in: the reference platform in its own process, its worker and Redis scaled like ``kubectl``.
 
 ``python standin.py serve --state DIR`` starts a LocalEnvironment (time scale 0.02, one worker), writes
 ``DIR/env.json`` (0600: its addresses, the control API's URL and the variables of ``environ()``) and serves
-on 127.0.0.1: ``POST /workers/stop``, ``POST /workers/start``, ``GET /workers`` (replica count, ``0`` or ``1``)
-and ``GET /history`` (one ``stop <pid>`` / ``start <pid>`` line per control action that changed something).
-SIGTERM (or Ctrl-C) stops everything it started.
+on 127.0.0.1: ``POST /workers/stop``, ``POST /workers/start``, ``GET /workers`` (replica count, ``0`` or ``1``);
+``POST /redis/stop``, ``POST /redis/start``, ``GET /redis`` (``running`` or ``stopped``); and ``GET /history``
+(one ``stop <pid>`` / ``start <pid>`` line per worker action that changed something, ``redis-stop <pid>`` /
+``redis-start <pid>`` for Redis). SIGTERM (or Ctrl-C) stops everything it started.
 
-``python standin.py ctl DIR stop|start|read`` is the command-line client an external target's
-``control: {kind: command}`` calls: prints the replica count; on failure one line on stderr, exit 1.
+``python standin.py ctl DIR stop|start|read|redis-stop|redis-start|redis-read`` is the command-line client an
+external target's ``control: {kind: command}`` calls: prints the state; on failure one line on stderr, exit 1.
 """
 
 from __future__ import annotations
@@ -27,12 +28,22 @@ from typing import Any
 
 WORKER = "worker-1"
 CTL_TIMEOUT_S = 90.0
-ROUTES = {"stop": ("POST", "/workers/stop"), "start": ("POST", "/workers/start"), "read": ("GET", "/workers")}
+ROUTES = {
+    "stop": ("POST", "/workers/stop"),
+    "start": ("POST", "/workers/start"),
+    "read": ("GET", "/workers"),
+    "redis-stop": ("POST", "/redis/stop"),
+    "redis-start": ("POST", "/redis/start"),
+    "redis-read": ("GET", "/redis"),
+}
+# Each controlled part: URL prefix → (its process in the environment, prefix of its history lines).
+PARTS = {"/workers": (WORKER, ""), "/redis": ("redis", "redis-")}
 
 
 def serve(state: Path) -> int:
     """Run the stand-in until SIGTERM/SIGINT; returns the exit code."""
     from opsgate.environments.local import LocalEnvironment, LocalEnvironmentError
+    from opsgate.waits import WaitTimeout
 
     stop = threading.Event()
 
@@ -46,8 +57,11 @@ def serve(state: Path) -> int:
     lock = threading.Lock()
     history: list[str] = []
 
-    def replicas() -> str:
-        return "1" if WORKER in environment.running_pids() else "0"
+    def state_of(part: str) -> str:
+        running = PARTS[part][0] in environment.running_pids()
+        if part == "/workers":
+            return "1" if running else "0"
+        return "running" if running else "stopped"
 
     class Control(BaseHTTPRequestHandler):
         def _reply(self, status: int, text: str) -> None:
@@ -59,8 +73,8 @@ def serve(state: Path) -> int:
             self.wfile.write(body)
 
         def do_GET(self) -> None:
-            if self.path == "/workers":
-                self._reply(200, replicas())
+            if self.path in PARTS:
+                self._reply(200, state_of(self.path))
             elif self.path == "/history":
                 with lock:
                     self._reply(200, "\n".join(history))
@@ -68,22 +82,24 @@ def serve(state: Path) -> int:
                 self._reply(404, f"no route {self.path}")
 
         def do_POST(self) -> None:
-            if self.path not in ("/workers/stop", "/workers/start"):
+            part, _, action = self.path.rpartition("/")
+            if part not in PARTS or action not in ("stop", "start"):
                 self._reply(404, f"no route {self.path}")
                 return
+            name, prefix = PARTS[part]
             with lock:  # the environment is not thread-safe: one control action at a time
                 try:
                     running = environment.running_pids()
-                    if self.path == "/workers/stop" and WORKER in running:
-                        environment.stop_service(WORKER)
-                        history.append(f"stop {running[WORKER]}")
-                    elif self.path == "/workers/start" and WORKER not in running:
-                        environment.start_service(WORKER)
-                        history.append(f"start {environment.running_pids().get(WORKER)}")
-                except (LocalEnvironmentError, OSError) as exc:
-                    self._reply(500, f"{self.path}: {exc}")
+                    if action == "stop" and name in running:
+                        environment.stop_service(name)
+                        history.append(f"{prefix}stop {running[name]}")
+                    elif action == "start" and name not in running:
+                        environment.start_service(name)
+                        history.append(f"{prefix}start {environment.running_pids().get(name)}")
+                except (LocalEnvironmentError, WaitTimeout, OSError) as exc:  # a start that never got ready too
+                    self._reply(500, f"{self.path}: {exc}".splitlines()[0])
                     return
-                self._reply(200, replicas())
+                self._reply(200, state_of(part))
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -115,7 +131,7 @@ def serve(state: Path) -> int:
 
 
 def ctl(state: Path, action: str) -> int:
-    """One control request; prints the replica count, or one line on stderr and exit 1."""
+    """One control request; prints the state (replicas; Redis running/stopped), or one line on stderr and exit 1."""
     method, path = ROUTES[action]
     try:
         control_url = json.loads((state / "env.json").read_text())["control_url"]
@@ -142,7 +158,7 @@ def main(argv: list[str]) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="start the stand-in and serve its control API")
     serve_parser.add_argument("--state", type=Path, required=True)
-    ctl_parser = commands.add_parser("ctl", help="stop, start or read the worker replicas")
+    ctl_parser = commands.add_parser("ctl", help="stop, start or read the worker replicas or Redis")
     ctl_parser.add_argument("state", type=Path)
     ctl_parser.add_argument("action", choices=sorted(ROUTES))
     args = parser.parse_args(argv)

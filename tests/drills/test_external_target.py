@@ -1,9 +1,10 @@
 """``opsgate gate`` and ``opsgate drill`` against an external staging target, as a team would run them.
 
-The target is a stand-in (standin.py: the reference platform in its own process, its worker scaled through
-a command like ``kubectl scale``), reached only through a target file with ``provider: external``, its
-addresses and secrets from ``${VAR}`` variables. The drills are judged from outside: the stand-in's replica
-count, its history of control actions and its health endpoints; the journal folder of each run.
+The target is a stand-in (standin.py: the reference platform in its own process, its worker and its Redis
+stopped and started through a command like ``kubectl scale``), reached only through a target file with
+``provider: external``, its addresses and secrets from ``${VAR}`` variables. The drills are judged from
+outside: the stand-in's replica count and Redis state, its history of control actions, its health endpoints
+and Redis itself; the journal folder of each run.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from drillrun import opsgate_env, paused_run
+import redis
 
+from drillrun import opsgate_env, paused_run
 from helpers import alive, run_opsgate
 
 STANDIN = Path(__file__).with_name("standin.py")
@@ -31,9 +33,10 @@ START_TIMEOUT_S = 120.0
 RUN_TIMEOUT_S = 240.0
 EXIT_REFUSED, EXIT_ERROR = 4, 3
 
-# The shape of src/opsgate/targets/local.yaml for a deployment opsgate does not start. The worker is
-# scaled through the stand-in's command-line client; the drill keeps worker-to-zero's expectations but
-# the alert one (the stand-in runs no Prometheus).
+# The shape of src/opsgate/targets/local.yaml for a deployment opsgate does not start. The worker and Redis
+# are stopped and started through the stand-in's command-line client (datastores.redis.control); the drills
+# keep worker-to-zero's expectations but the alert one (the stand-in runs no Prometheus), and redis-outage's
+# in a single outage (local.yaml repeats it twice).
 TARGET = """\
 name: standin-staging
 environment: @ENVIRONMENT@
@@ -69,7 +72,14 @@ services:
 
 datastores:
   postgres: {dsn: "${DATABASE_URL}", max_pool_ratio: 0.8}
-  redis: {url: "${REDIS_URL}"}
+  redis:
+    url: "${REDIS_URL}"
+    control:
+      kind: command
+      read: "@CTL@ redis-read"
+      stop: "@REDIS_STOP@"
+      start: "@CTL@ redis-start"
+      timeout: 90s
 
 queues:
   - {name: send-messages, layout: bullmq, max_waiting: 100}
@@ -136,6 +146,46 @@ drills:
         value: accepted
         within: 1m
       - {gate: worker-heartbeat, verdict: pass}
+  - name: redis-outage
+    objective: >-
+      Redis stops: /readyz answers 503 naming redis, /healthz stays 200, sends answer within 2 s;
+      Redis restarts (AOF kept): readiness recovers and every accepted message is delivered.
+    fault: {stop: redis}
+    traffic:
+      - phase: before
+        count: 20
+        rate_per_s: 100
+        step:
+          method: POST
+          path: "/v1/tenants/${TENANT_ID}/messages"
+          headers: {Authorization: "Bearer ${API_TOKEN}"}
+          json: {channel: email, to: "drill-{uuid}@example.test", body: "before the redis outage"}
+          expect: {status: 202}
+          save: {id: id}
+      - count: 5
+        rate_per_s: 5
+        step:
+          method: POST
+          path: "/v1/tenants/${TENANT_ID}/messages"
+          headers: {Authorization: "Bearer ${API_TOKEN}"}
+          json: {channel: email, to: "drill-{uuid}@example.test", body: "during the redis outage"}
+          save: {id: id}
+    expect_during:
+      - name: readiness 503 naming redis
+        health: {service: api, path: /readyz, expect: {status: 503, json: {ready: false, failing: [redis]}}}
+        within: 30s
+      - health: {service: api, path: /healthz, expect: {status: 200}}
+      - traffic: {max_latency_ms: 2000}
+    expect_after:
+      - name: readiness recovered
+        health: {service: api, path: /readyz, expect: {status: 200, json: {ready: true}}}
+        within: 1m
+      - name: every accepted message delivered
+        sql: >-
+          select count(*) from messages where id::text = any(%(id)s) and status = 'delivered'
+        op: "=="
+        value: accepted
+        within: 5m
 """
 
 
@@ -168,23 +218,40 @@ class StandIn:
 
     def history(self) -> list[str]:
         text = httpx.get(f"{self.info['control_url']}/history", timeout=10).text
-        return text.split()[::2]  # "stop <pid>" / "start <pid>" lines → the actions
+        return text.split()[::2]  # "stop <pid>" / "redis-start <pid>" ... lines → the actions
 
     def status(self, service: str, path: str) -> int:
         return httpx.get(f"{self.info[service + '_url']}{path}", timeout=10).status_code
 
     def assert_steady(self) -> None:
-        """One worker replica, ready; the api ready (its dependencies too); the provider healthy."""
+        """One worker replica, ready; Redis running; the api ready (its dependencies too); the provider healthy."""
         assert self.ctl("read") == "1"
+        assert self.ctl("redis-read") == "running"
         assert self.status("worker", "/readyz") == 200
         ready = httpx.get(f"{self.info['api_url']}/readyz", timeout=10)
         assert ready.status_code == 200 and ready.json()["ready"] is True, ready.text
         assert self.status("provider", "/healthz") == 200
         assert httpx.get(f"{self.info['provider_url']}/status", timeout=10).json()["status"] == "ok"
 
-    def write_target(self, path: Path, *, environment: str = "staging", stop: str | None = None) -> Path:
+    @contextlib.contextmanager
+    def redis_client(self) -> Iterator[redis.Redis]:
+        """A client of Redis at the address the target file was given (the same port, the same password)."""
+        client = redis.Redis.from_url(self.environ["REDIS_URL"], socket_connect_timeout=5, socket_timeout=5)
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def assert_redis_answers(self) -> None:
+        with self.redis_client() as client:
+            assert client.ping() is True
+
+    def write_target(
+        self, path: Path, *, environment: str = "staging", stop: str | None = None, redis_stop: str | None = None
+    ) -> Path:
         text = TARGET.replace("@ENVIRONMENT@", environment).replace("@CTL@", self.ctl_command)
-        path.write_text(text.replace("@STOP@", stop or f"{self.ctl_command} stop"))
+        text = text.replace("@STOP@", stop or f"{self.ctl_command} stop")
+        path.write_text(text.replace("@REDIS_STOP@", redis_stop or f"{self.ctl_command} redis-stop"))
         return path
 
 
@@ -226,18 +293,23 @@ def steady(standin: StandIn) -> Iterator[StandIn]:
     yield standin
     if standin.ctl("read") != "1":
         standin.ctl("start")
+    if standin.ctl("redis-read") != "running":
+        standin.ctl("redis-start")
 
 
-def drill_args(target: Path, tmp_path: Path, *more: str) -> list[str]:
+def drill_args(target: Path, tmp_path: Path, *more: str, drill: str = "worker-to-zero") -> list[str]:
     # A --chaos folder that does not exist: only the target file's declared drills run.
-    return ["drill", "--target", str(target), "--match", "worker-to-zero", "--chaos", str(tmp_path / "no-chaos"),
+    return ["drill", "--target", str(target), "--match", drill, "--chaos", str(tmp_path / "no-chaos"),
             "--drill-logs", str(tmp_path / "drill-logs"), *more]  # fmt: skip
 
 
 def run(args: list[str], standin: StandIn, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
     result: subprocess.CompletedProcess[str] = run_opsgate(
         args, timeout_s=RUN_TIMEOUT_S, env=opsgate_env(tmp_path, standin.environ)
     )
+    what = args[0] + (f" {args[args.index('--match') + 1]}" if "--match" in args else "")
+    print(f"wall time: opsgate {what}: {time.monotonic() - started:.1f} s (exit {result.returncode})")  # with -s
     return result
 
 
@@ -331,8 +403,8 @@ def test_an_interrupted_drill_restores_the_worker(
     assert "outcome: error" in log and "interrupted" in log, log
 
 
-def drill_log(tmp_path: Path) -> str:
-    return next((tmp_path / "drill-logs" / "staging").glob("*worker-to-zero*.md")).read_text()
+def drill_log(tmp_path: Path, drill: str = "worker-to-zero") -> str:
+    return next((tmp_path / "drill-logs" / "staging").glob(f"*{drill}*.md")).read_text()
 
 
 def test_recover_after_a_sigkilled_drill_restores_the_worker(steady: StandIn, tmp_path: Path) -> None:
@@ -369,3 +441,40 @@ def test_declared_drills_run_with_an_empty_chaos_folder(steady: StandIn, tmp_pat
     result = run(["drill", "--target", str(target), "--match", "worker-to-zero", "--chaos", str(tmp_path / "empty")],
                  steady, tmp_path)  # fmt: skip
     assert result.returncode == EXIT_REFUSED, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_redis_outage_drill_stops_redis_through_its_control_and_restores_it(steady: StandIn, tmp_path: Path) -> None:
+    before = steady.history()
+    marker = f"opsgate-test:{tmp_path.name}"
+    with steady.redis_client() as client:
+        client.set(marker, "kept", ex=600)
+    target = steady.write_target(tmp_path / "staging.yaml")
+    result = run(drill_args(target, tmp_path, "--allow-destructive", drill="redis-outage"), steady, tmp_path)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "verdict PASS" in result.stdout
+    assert steady.history()[len(before) :] == ["redis-stop", "redis-start"]  # stopped once, restarted once
+    steady.assert_steady()
+    with steady.redis_client() as client:  # back at the address the target file names, its data kept (AOF)
+        assert client.ping() is True and client.get(marker) == b"kept"
+        client.delete(marker)
+    assert list((tmp_path / "state").glob("*.jsonl")) == []
+    summary = json.loads(((tmp_path / "reports" / "latest") / "summary.json").read_text())
+    assert [check["verdict"] for check in summary["checks"] if check["kind"] == "drill"] == ["pass"], summary
+    log = drill_log(tmp_path, "redis-outage")
+    assert "outcome: pass" in log and "rollback applied" in log, log
+    assert "readiness 503 naming redis" in log and "every accepted message delivered" in log, log
+    assert steady.environ["API_TOKEN"] not in log and steady.environ["REDIS_URL"] not in log
+
+
+def test_a_redis_stop_that_does_nothing_makes_the_drill_inconclusive(steady: StandIn, tmp_path: Path) -> None:
+    before = steady.history()
+    target = steady.write_target(tmp_path / "staging.yaml", redis_stop="true")
+    result = run(drill_args(target, tmp_path, "--allow-destructive", drill="redis-outage"), steady, tmp_path)
+    assert result.returncode == EXIT_ERROR, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "inconclusive" in result.stdout.lower(), result.stdout[-4000:]
+    assert "still 'running' after `true`" in result.stdout, result.stdout[-4000:]
+    steady.assert_steady()
+    steady.assert_redis_answers()
+    assert steady.history()[len(before) :] == []  # Redis never stopped; the rollback's start found it running
+    assert list((tmp_path / "state").glob("*.jsonl")) == []
+    assert "outcome: inconclusive" in drill_log(tmp_path, "redis-outage")

@@ -21,17 +21,27 @@ from opsgate.probes.sources import http_number
 DATASTORES = ("postgres", "redis")
 
 
+def command_control(target: Target, name: str) -> CommandControl | None:
+    """The stop/start commands the target file gives for service or datastore ``name``, if any."""
+    service = target.services.get(name)
+    if service is not None and isinstance(service.control, CommandControl):
+        return service.control
+    store = getattr(target.datastores, name) if name in DATASTORES else None
+    return store.control if store is not None else None
+
+
 def build_fault(target: Target, spec: DrillFault, environment: LocalEnvironment | None, drill_name: str) -> Fault:
     """The fault ``spec`` describes, through the control the target (or opsgate's local environment) offers."""
     if spec.stop is not None:
+        commands = command_control(target, spec.stop)
+        if commands is not None:
+            return CommandFault(spec.stop, commands)
         service = target.services.get(spec.stop)
-        if service is not None and isinstance(service.control, CommandControl):
-            return CommandFault(spec.stop, service.control)
         if environment is not None and (spec.stop in DATASTORES or (service and service.control)):
             names = environment.service_names(spec.stop)
             return LocalServiceFault(environment, names)
-        raise DrillInconclusive(f"cannot stop {spec.stop!r}: it has no control (services.{spec.stop}.control) "
-                                "and opsgate did not start it")  # fmt: skip
+        where = f"datastores.{spec.stop}.control" if spec.stop in DATASTORES else f"services.{spec.stop}.control"
+        raise DrillInconclusive(f"cannot stop {spec.stop!r}: it has no control ({where}) and opsgate did not start it")
     if spec.provider is not None:
         control = spec.provider_control
         if control is None:

@@ -1,4 +1,4 @@
-"""Make a target exist: start the local environment for ``provider: local``, or use what is running."""
+"""Make a target exist: start the local or containers environment, or use what is running (``external``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from opsgate.alerts.rulefiles import rule_paths
 from opsgate.config import Target, load_target
+from opsgate.environments.containers import ContainersEnvironment
 from opsgate.environments.local import LocalEnvironment
 from opsgate.faults.journal import Journal
 
@@ -23,7 +24,7 @@ class Provisioned:
 
 
 class Launcher:
-    """Loads a target file and, for a local target, prepares (ports, secrets) and starts its environment."""
+    """Loads a target file and, for a local or containers target, prepares and starts its environment."""
 
     def __init__(self, target_path: Path, log_dir: Path, *, defects: str | None = None) -> None:
         self.target_path = target_path
@@ -35,8 +36,13 @@ class Launcher:
     def _load_first(self, log_dir: Path, defects: str | None) -> Target:
         environment = LocalEnvironment(log_dir, defects=defects)
         target = load_target(self.target_path, {**os.environ, **environment.environ()})
-        if target.provider != "local":
+        if target.provider == "external":
             return load_target(self.target_path, os.environ)
+        if target.provider == "containers":
+            # (:meth:`start` reloads the target with the addresses of the environment it starts.)
+            images = target.containers
+            environment = ContainersEnvironment(log_dir, defects=defects, postgres_image=images.postgres_image,
+                                                redis_image=images.redis_image)  # fmt: skip
         environment.workers = target.platform.workers if target.platform else 1
         environment.alert_rules = rule_paths(target)
         environment.time_scale = target.time_scale

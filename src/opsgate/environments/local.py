@@ -32,7 +32,7 @@ from opsgate.alerts import stack
 from opsgate.alerts.compress import Clamp
 from opsgate.environments import binaries
 from opsgate.environments.ports import PortAllocator
-from opsgate.environments.process import ManagedProcess
+from opsgate.environments.process import ManagedProcess, ServiceProcess
 from opsgate.faults.journal import Journal
 from opsgate.reference.db import DEMO_TENANTS
 from opsgate.waits import wait_until
@@ -108,7 +108,7 @@ class LocalEnvironment:
     backup_interval_s: float | None = None
     ports_from: PortAllocator = field(default_factory=PortAllocator)
     credentials: Credentials = field(default_factory=Credentials.generate)
-    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
     started_in_s: float | None = None
     alert_rules: list[Path] = field(default_factory=list)
     """Rule files to load, time-compressed, into a local Prometheus + Alertmanager (none: no alerting stack)."""
@@ -123,7 +123,7 @@ class LocalEnvironment:
         workers = [pick() for _ in range(self.workers)]
         self.ports = Ports(pick(), pick(), pick(), pick(), workers, pick(), pick(), pick(), pick(), pick())
         self.root: Path | None = None
-        self._recipes: dict[str, tuple[Callable[[], ManagedProcess], Callable[[], bool | None]]] = {}
+        self._recipes: dict[str, tuple[Callable[[], ServiceProcess], Callable[[], bool | None]]] = {}
 
     # --- addresses ------------------------------------------------------------------------
 
@@ -242,12 +242,9 @@ class LocalEnvironment:
     def start(self) -> None:
         """Start everything and wait until each part is ready; on any failure stop what was started."""
         started = time.monotonic()
-        pg_bin = binaries.postgres_bin_dir()
-        redis_bin = binaries.redis_server()
+        self._recipes |= self._datastore_recipes()
         self._recipes |= {
-            "postgres": (partial(self._postgres_process, pg_bin), self._postgres_ready),
             "postgres-proxy": (self._postgres_proxy_process, self._http_ready("postgres-proxy")),
-            "redis": (partial(self._redis_process, redis_bin), self._redis_ready),
             "provider": (self._provider_process, self._http_ready("provider")),
             "api": (self._api_process, self._http_ready("api")),
         }
@@ -260,7 +257,7 @@ class LocalEnvironment:
             # Redis and the sandbox boot while initdb runs; the platform needs PostgreSQL's database.
             self._spawn("redis")
             self._spawn("provider")
-            self._init_postgres(pg_bin)
+            self._init_postgres()
             self.start_service("postgres")
             self._spawn("postgres-proxy")
             self._create_database()
@@ -378,8 +375,19 @@ class LocalEnvironment:
             ) from None
         return "postgres"
 
-    def _init_postgres(self, pg_bin: Path) -> None:
+    def _datastore_recipes(self) -> dict[str, tuple[Callable[[], ServiceProcess], Callable[[], bool | None]]]:
+        """How PostgreSQL and Redis are started (here: host processes) and how their readiness is proven."""
+        pg_bin = binaries.postgres_bin_dir()
+        redis_bin = binaries.redis_server()
+        return {
+            "postgres": (partial(self._postgres_process, pg_bin), self._postgres_ready),
+            "redis": (partial(self._redis_process, redis_bin), self._redis_ready),
+        }
+
+    def _init_postgres(self) -> None:
+        """initdb a fresh data directory (as the ``postgres`` user when root), the password from a 0600 file."""
         assert self.root is not None
+        pg_bin = binaries.postgres_bin_dir()
         user = self._pg_user()
         data = self.root / "pgdata"
         data.mkdir(mode=0o700)
@@ -634,6 +642,10 @@ class LocalEnvironment:
         process = self._recipes[name][0]()
         process.start()
         self.processes[name] = process
+        self._journal_started(name, process)
+
+    def _journal_started(self, name: str, process: ServiceProcess) -> None:
+        """Note a started process (PID + start time) in the journal, so ``opsgate recover`` can stop it."""
         if self.journal is not None and process.pid is not None:
             self.journal.record_process(name, process.pid, process.start_ticks)
 
@@ -643,7 +655,7 @@ class LocalEnvironment:
         for attempt in range(PORT_RETRIES + 1):
             process = self.processes[name]
 
-            def exited(p: ManagedProcess = process) -> str | None:
+            def exited(p: ServiceProcess = process) -> str | None:
                 code = p.exit_code()
                 return None if code is None else f"{name} exited with code {code}"
 
@@ -680,11 +692,7 @@ class LocalEnvironment:
         """Record PID and start time of every running process (what a later recovery may stop)."""
         if not self.log_dir.is_dir():
             return  # never started: nothing to record
-        rows = {
-            name: {"pid": p.pid, "start_ticks": p.start_ticks, "argv0": p.argv[0]}
-            for name, p in self.processes.items()
-            if p.is_running()
-        }
+        rows = {name: p.record() for name, p in self.processes.items() if p.is_running()}
         (self.log_dir / "processes.json").write_text(json.dumps(rows, indent=2))
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 STOP_TIMEOUT_S = 10.0
 
@@ -42,6 +43,26 @@ def default_signal_mask() -> None:
     """In the child before exec: no signal blocked. A service restarted during a rollback (when opsgate holds
     SIGINT/SIGTERM) would otherwise inherit the blocked mask and ignore its own graceful stop."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+class ServiceProcess(Protocol):
+    """What an environment needs of one started service: a host process, or a container."""
+
+    name: str
+    log_path: Path
+    log_offset: int
+    """Size of ``log_path`` before the latest start: what this start wrote begins there."""
+    start_ticks: int | None
+
+    @property
+    def pid(self) -> int | None: ...
+    def start(self) -> None: ...
+    def exit_code(self) -> int | None: ...
+    def is_running(self) -> bool: ...
+    def signal(self, signum: int) -> None: ...
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None: ...
+    def kill(self) -> None: ...
+    def record(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -109,6 +130,10 @@ class ManagedProcess:
                 self.popen.kill()
                 self.popen.wait(timeout=timeout_s)
         return self.popen.returncode
+
+    def record(self) -> dict[str, Any]:
+        """What ``processes.json`` notes of it: PID, start time, program."""
+        return {"pid": self.pid, "start_ticks": self.start_ticks, "argv0": self.argv[0]}
 
     def kill(self) -> None:
         """SIGKILL now and reap."""

@@ -160,7 +160,7 @@ class ToggleFault:
         return f"{self.name}: " + ", ".join(f"{s.method} {s.path}" for s in self.on)
 
     def undo(self) -> Undo:
-        if self.target.provider == "local" or self.drill is None or self.target.source is None:
+        if self.target.provider != "external" or self.drill is None or self.target.source is None:
             return LocalUndo(what=f"{self.name} off")
         # An external target outlives this run: the journal keeps a command that reloads the target file
         # (secrets from the environment, never written to the journal) and runs the drill's disable steps.

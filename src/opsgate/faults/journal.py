@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import docker
+import docker.errors
 import httpx
 from pydantic import BaseModel, ConfigDict
 
@@ -125,6 +127,24 @@ def stop_process(pid: int, start_ticks: int | None) -> str:
     return f"pid {pid} killed after {STOP_TIMEOUT_S:g}s"
 
 
+def remove_container(name: str, container_id: str) -> Restored:
+    """Remove (force) a container a run created, by its id; gone already counts as done."""
+    what = f"remove container {name} ({container_id[:12]})"
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException as exc:
+        return Restored(what, False, f"no Docker engine answers: {exc}")
+    try:
+        client.containers.get(container_id).remove(force=True, v=True)
+        return Restored(what, True, "removed")
+    except docker.errors.NotFound:
+        return Restored(what, True, "already gone")
+    except docker.errors.DockerException as exc:
+        return Restored(what, False, str(exc))
+    finally:
+        client.close()
+
+
 @contextmanager
 def signals_blocked() -> Iterator[None]:
     """Hold SIGINT and SIGTERM until the block ends, so a rollback is never cut short."""
@@ -170,6 +190,10 @@ class Journal:
     def record_process(self, name: str, pid: int, start_ticks: int | None) -> None:
         """Note a process this run started, so a recovery can stop it (by PID *and* start time)."""
         self._append({"type": "process", "name": name, "pid": pid, "start_ticks": start_ticks})
+
+    def record_container(self, name: str, container_id: str) -> None:
+        """Note a container this run created, so a recovery can remove it (before stopping a dockerd it started)."""
+        self._append({"type": "container", "name": name, "id": container_id})
 
     def record_scratch(self, path: Path) -> None:
         """Note a scratch directory this run created (data dirs), so a recovery can remove it."""
@@ -221,6 +245,9 @@ def replay(path: Path, *, stop_processes: bool) -> list[Restored]:
             fh.flush()
             results.append(Restored(entry["describe"], True, detail))
     if stop_processes:
+        containers = {e["id"]: e["name"] for e in entries if e.get("type") == "container"}
+        for container_id, name in reversed(list(containers.items())):
+            results.append(remove_container(name, container_id))
         for entry in reversed([e for e in entries if e.get("type") == "process"]):
             results.append(Restored(f"stop {entry['name']}", True, stop_process(entry["pid"], entry["start_ticks"])))
         for entry in [e for e in entries if e.get("type") == "scratch"]:
