@@ -12,8 +12,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from drillrun import PausedRun, opsgate_env, paused_run
 
+from drillrun import PausedRun, opsgate_env, paused_run
 from helpers import alive, run_opsgate
 
 # The local environment with its alerting stack (PostgreSQL, Redis, sandbox, api, worker, Prometheus...).
