@@ -48,9 +48,10 @@ def provider_latency(target: Target, ms: int) -> ProviderFault:
     return ProviderFault(target.services["provider"].url + "/control/faults", {"latency_ms": ms})
 
 
-async def in_flight(target: Target) -> Observation:
-    counts = await observe.queue_counts(target, QUEUE)
-    return Observation((counts.active or 0) >= 1, float(counts.active or 0), f"{counts.active} jobs active")
+async def in_flight(reference: Reference) -> Observation:
+    """Sends the provider is holding right now (ground truth: a worker that only marks jobs active does not count)."""
+    count: int = (await reference.provider.get("/requests")).json()["in_flight"]
+    return Observation(count >= 1, float(count), f"{count} sends held at the provider")
 
 
 async def drained(target: Target) -> Observation:
@@ -86,7 +87,7 @@ async def test_worker_killed_mid_flight(
             drill.event("messages accepted", f"{len(ids)} sends")
             await drill.expect(
                 "sends held in flight by the worker (the provider is slow)",
-                lambda: in_flight(target),
+                lambda: in_flight(reference),
                 within_s=10.0,
                 every_s=0.05,
             )
@@ -118,7 +119,7 @@ async def test_worker_graceful_stop_finishes_in_flight(
             ids = await reference.send_accepted(6)
             await drill.expect(
                 "sends held in flight by the worker (the provider is slow)",
-                lambda: in_flight(target),
+                lambda: in_flight(reference),
                 within_s=10.0,
                 every_s=0.05,
             )
@@ -155,7 +156,7 @@ async def test_rolling_restart_of_two_replicas(
                 for name in local_environment.service_names("worker"):
                     await drill.expect(
                         "sends held in flight by the worker (the provider is slow)",
-                        lambda: in_flight(target),
+                        lambda: in_flight(reference),
                         within_s=10.0,
                         every_s=0.05,
                     )

@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -61,6 +62,27 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
             if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
                 total += sample.value
     return total
+
+
+def local_target_as_external(path: Path) -> Path:
+    """Write targets/local.yaml to ``path`` as an external target: the session's running platform, nothing started.
+
+    Each edit must apply: a target file that silently stayed ``local`` would start (and check) a platform of
+    its own, and a gate expected to fail would pass.
+    """
+    from opsgate.config import LOCAL_TARGET
+
+    text = LOCAL_TARGET.read_text()
+    edits = [
+        ("provider: ${OPSGATE_PROVIDER:-local}\n", "provider: external\n"),
+        ("platform:\n  workers: 1\n", ""),
+        ("    control:\n      kind: process\n", ""),
+    ]
+    for old, new in edits:
+        assert old in text, f"{LOCAL_TARGET} no longer contains {old!r}"
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
 
 
 def alive(pid: int) -> bool:

@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import poll, run_opsgate
-from opsgate.config import LOCAL_TARGET
+from helpers import local_target_as_external, poll, run_opsgate
 from opsgate.environments.local import LocalEnvironment
 from opsgate.reference.signing import sign
 
@@ -20,12 +19,7 @@ from opsgate.reference.signing import sign
 @pytest.fixture(scope="module")
 def external_target(platform: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """targets/local.yaml, pointed at the session's already-running platform (nothing started)."""
-    text = LOCAL_TARGET.read_text()
-    text = text.replace("provider: local", "provider: external").replace("platform:\n  workers: 1\n", "")
-    text = text.replace("    control:\n      kind: process\n", "")
-    path = tmp_path_factory.mktemp("target") / "standin.yaml"
-    path.write_text(text)
-    return path
+    return local_target_as_external(tmp_path_factory.mktemp("target") / "standin.yaml")
 
 
 def gate(platform: LocalEnvironment, target: Path, tmp_path: Path, match: str) -> dict[str, dict[str, Any]]:

@@ -109,7 +109,7 @@ class OpsgateSession:
     def run_info(self) -> dict[str, str]:
         """Environment facts for the evidence: versions, git sha, target file, time scale."""
         target = self.launcher.target
-        return {
+        info = {
             "target file": str(self.target_path),
             "provider": target.provider,
             "time scale": f"{target.time_scale:g}",
@@ -118,6 +118,10 @@ class OpsgateSession:
             "python": platform.python_version(),
             "pytest": pytest.__version__,
         }
+        if target.provider == "containers":
+            images = target.containers
+            info["container images"] = f"postgres {images.postgres_image}, redis {images.redis_image}"
+        return info
 
     def write_evidence(self) -> None:
         """summary.json and report.html for the checks recorded in this session (if any)."""

@@ -42,6 +42,7 @@ def test_the_full_gate_passes_on_the_containers_provider(tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     summary = summary_of(tmp_path)
     assert summary["info"]["provider"] == "containers"
+    assert summary["info"]["container images"] == "postgres opsgate-deps:bookworm, redis opsgate-deps:bookworm"
     kinds = {check["kind"] for check in summary["checks"]}
     assert {"health", "datastore", "queue", "metric", "flow", "browser", "alert-rule", "alert-live", "slo"} <= kinds
     assert [c["id"] for c in summary["checks"] if c["verdict"] != "pass"] == []

@@ -214,6 +214,7 @@ def test_delivery_is_recorded_and_filterable(client: httpx.Client) -> None:
         "invalid": 0,
         "hung": 0,
         "abandoned": 0,
+        "in_flight": 0,
     }
     assert client.get("/status").json()["quota"]["used"] == 2
 
@@ -279,11 +280,21 @@ def test_fault_settings_are_validated(client: httpx.Client) -> None:
 
 
 def test_latency_delays_each_send(client: httpx.Client) -> None:
-    """latency_ms=300 delays a send by at least 0.3 s."""
+    """latency_ms=300 delays a send by at least 0.3 s, during which the sandbox counts it in flight."""
     client.put("/control/faults", json={"latency_ms": 300, "seed": 1})
     started = time.monotonic()
-    assert _send(client, _message()).status_code == 200
+    with ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(_send, client, _message())
+        seen = []
+        for _ in range(25):  # bounded: ~0.25 s of polling while the send is held
+            if sending.done():
+                break
+            seen.append(client.get("/requests").json()["in_flight"])
+            time.sleep(0.01)
+        assert sending.result().status_code == 200
     assert time.monotonic() - started >= 0.3
+    assert 1 in seen, seen
+    assert client.get("/requests").json()["in_flight"] == 0
 
 
 def test_send_abandoned_during_latency_is_not_delivered(client: httpx.Client, sandbox: Sandbox) -> None:

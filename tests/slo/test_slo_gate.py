@@ -9,20 +9,14 @@ from typing import Any
 
 import pytest
 
-from helpers import run_opsgate
-from opsgate.config import LOCAL_TARGET
+from helpers import local_target_as_external, run_opsgate
 from opsgate.environments.local import LocalEnvironment
 
 
 @pytest.fixture(scope="module")
 def standin(platform: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """targets/local.yaml pointed at the session's running platform (nothing started)."""
-    text = LOCAL_TARGET.read_text()
-    text = text.replace("provider: local", "provider: external").replace("platform:\n  workers: 1\n", "")
-    text = text.replace("    control:\n      kind: process\n", "")
-    path = tmp_path_factory.mktemp("target") / "standin.yaml"
-    path.write_text(text)
-    return path
+    return local_target_as_external(tmp_path_factory.mktemp("target") / "standin.yaml")
 
 
 def run(args: list[str], tmp_path: Path, env: dict[str, str]) -> tuple[int, dict[str, Any], Path]:

@@ -233,6 +233,8 @@ class SandboxState:
     sink: SinkFault = field(default_factory=SinkFault)
     sink_counters: collections.Counter[str] = field(default_factory=collections.Counter)
     quota_used: int = 0
+    in_flight: int = 0
+    """Send calls being handled right now (held by injected latency or a hang): the client holds them in flight."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.faults.seed)
@@ -318,8 +320,16 @@ async def _wait(request: Request, max_s: float, release: asyncio.Event | None = 
 
 
 async def send_message(request: Request) -> Response:
-    """The provider's send call: auth, validation, faults, then a recorded delivery."""
+    """The provider's send call: auth, validation, faults, then a recorded delivery; counted in flight meanwhile."""
     st = sandbox_state(request)
+    st.in_flight += 1
+    try:
+        return await _handle_send(request, st)
+    finally:
+        st.in_flight -= 1
+
+
+async def _handle_send(request: Request, st: SandboxState) -> Response:
     st.counters["total"] += 1
     if not _authorized(request, st.settings.provider_api_key):
         st.counters["unauthorized"] += 1
@@ -412,10 +422,12 @@ async def request_counters(request: Request) -> Response:
     ``total`` is the sum of the outcomes: ``delivered``; ``faulted`` (error injection);
     ``unauthorized``; ``invalid``; ``hung`` (held by the hang fault until SANDBOX_HANG_MAX_S or the
     client gave up); ``abandoned`` (the client gave up during injected latency). Neither of the
-    last two is ever delivered.
+    last two is ever delivered. ``in_flight``: send calls being handled right now.
     """
-    counters = sandbox_state(request).counters
-    return JSONResponse({"total": counters["total"], **{name: counters[name] for name in OUTCOMES}})
+    st = sandbox_state(request)
+    counters = st.counters
+    return JSONResponse({"total": counters["total"], **{name: counters[name] for name in OUTCOMES},
+                         "in_flight": st.in_flight})  # fmt: skip
 
 
 # --- health and control -------------------------------------------------------------------------
