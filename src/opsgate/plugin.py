@@ -52,6 +52,7 @@ class OpsgateSession:
         self._run_dir: Path | None = None
         self._launcher: Launcher | None = None
         self._provisioned: Provisioned | None = None
+        self._provision_error: Exception | None = None
         self._previous_sigterm: object = None
         self._previous_sigint: object = None
         self.drill_records: dict[str, CheckRecord] = {}
@@ -85,14 +86,20 @@ class OpsgateSession:
         return self._launcher
 
     def provisioned(self) -> Provisioned:
-        """The target, started once per session when it is local."""
+        """The target, started once per session when opsgate starts it; a failed start is not retried per check."""
+        if self._provision_error is not None:
+            raise self._provision_error
         if self._provisioned is None:
             # SIGTERM ends the run like Ctrl-C: faults are rolled back and started processes stopped. SIGINT
             # raises at once too (asyncio's own handler would wait for the event loop, which a fault action,
             # holding the loop until it is complete, may not give back for a while).
             self._previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
             self._previous_sigint = signal.signal(signal.SIGINT, _sigterm_as_interrupt)
-            self._provisioned = self.launcher.start()
+            try:
+                self._provisioned = self.launcher.start()
+            except Exception as exc:  # every check errors with this reason (a start can take a minute to fail)
+                self._provision_error = exc
+                raise
         return self._provisioned
 
     @property

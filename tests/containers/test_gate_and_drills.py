@@ -79,3 +79,12 @@ def test_recover_removes_the_containers_of_a_sigkilled_drill(tmp_path: Path) -> 
         assert drill.journals() == []
     assert not set(containers) & {c["Id"] for c in opsgate_containers(tmp_path)}
     assert [f"{name} (pid {pid})" for pid, name in pids.items() if alive(pid)] == []
+
+
+def test_an_engine_that_does_not_answer_errors_every_check_with_its_reason(tmp_path: Path) -> None:
+    unreachable = {**CONTAINERS, "DOCKER_HOST": "tcp://127.0.0.1:1"}  # nothing listens on port 1
+    result = run_opsgate(["gate", "--only", "smoke"], timeout_s=120, env=opsgate_env(tmp_path, unreachable))
+    assert result.returncode == 3, result.stdout[-4000:] + result.stderr[-2000:]  # error: opsgate could not check
+    checks = summary_of(tmp_path)["checks"]
+    assert checks and {c["verdict"] for c in checks} == {"error"}
+    assert all("DOCKER_HOST=tcp://127.0.0.1:1 does not answer" in c["message"] for c in checks), checks[0]

@@ -58,6 +58,9 @@ class DockerEngine:
         """Make sure an engine answers; start one when none does (root only)."""
         if engine_answers():
             return
+        if os.environ.get("DOCKER_HOST"):
+            raise DockerEngineError(f"the Docker engine at DOCKER_HOST={os.environ['DOCKER_HOST']} does not answer "
+                                    "(opsgate starts a local dockerd only when DOCKER_HOST is unset)")  # fmt: skip
         dockerd = shutil.which("dockerd") or next((p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd")
                                                    if os.access(p, os.X_OK)), None)  # fmt: skip
         if dockerd is None:
@@ -70,7 +73,8 @@ class DockerEngine:
             raise DockerEngineError("no Docker engine answers but /var/run/docker.pid exists: another dockerd "
                                     "is starting or died uncleanly (check it; remove the file if stale)")  # fmt: skip
         argv = [dockerd, "--bridge=none", "--iptables=false", "--ip-masq=false"]
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        # dockerd runs containerd and runc from PATH (Debian puts runc in /usr/sbin).
+        env = {"PATH": os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin"}
         self.process = ManagedProcess("dockerd", argv, env, self.log_dir / "dockerd.log")
         self.process.start()
 
