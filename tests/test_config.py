@@ -191,7 +191,7 @@ MALFORMED = {
         MINIMAL + "colour: blue\n",
         "colour: unknown field (expected one of: name, environment, provider, time_scale, secrets, platform, "
         "containers, services, datastores, queues, metrics, auth, gates, flows, freshness, browser, alerts, drills, "
-        "slos)",
+        "slos, claims)",
     ),
     "path-without-slash": (
         API + "    health:\n      - path: healthz\n",

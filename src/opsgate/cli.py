@@ -1,4 +1,5 @@
-"""The ``opsgate`` command: ``up``, ``gate``, ``drill``, ``load``, ``recover`` and ``validate``.
+"""The ``opsgate`` command: ``up``, ``gate``, ``drill``, ``load``, ``freshness``, ``signoff``, ``coverage``,
+``recover`` and ``validate``.
 
 Exit codes follow the run's verdict: 0 pass, 1 fail, 2 bad usage or target file, 3 error or
 inconclusive (or aborted), 4 refused by a guard.
@@ -135,7 +136,7 @@ def gate(target_file: Path | None, only: str | None, match: str | None, allow_de
     args = ["--pyargs", "opsgate.suite", "--ignore-glob=*/test_drills.py"]
     if only:
         args += ["-m", " or ".join(part.strip() for part in only.split(",") if part.strip())]
-    run_suite(target_file, args, match, allow_destructive, what="checks")
+    run_suite(target_file, args, match, allow_destructive, what="checks", kind="gate")
 
 
 @main.command()
@@ -156,7 +157,7 @@ def drill(
     else:
         click.echo(f"opsgate: no {chaos_dir}/ here: running the target file's declared drills only")
     run_suite(target_file, [*args, "--opsgate-drill-logs", str(drill_logs)], match, allow_destructive,
-              what="drills")  # fmt: skip
+              what="drills", kind="drill")  # fmt: skip
 
 
 @main.command()
@@ -173,11 +174,11 @@ def load(
     args = ["--pyargs", "opsgate.suite.test_slo", "--opsgate-load", "short" if short else "full"]
     if workers is not None:
         args += ["--opsgate-load-workers", str(workers)]
-    run_suite(target_file, args, match, allow_destructive, what="SLO rows")
+    run_suite(target_file, args, match, allow_destructive, what="SLO rows", kind="load")
 
 
 def run_suite(target_file: Path | None, args: list[str], match: str | None, allow_destructive: bool,
-              *, what: str) -> None:  # fmt: skip
+              *, what: str, kind: str) -> None:  # fmt: skip
     """Run pytest on ``args`` against the target with evidence in a new run directory; exit with the verdict."""
     import pytest
 
@@ -191,6 +192,7 @@ def run_suite(target_file: Path | None, args: list[str], match: str | None, allo
         *args,
         "--target", str(path),
         "--opsgate-run-dir", str(run_dir),
+        "--opsgate-run-kind", kind,
         f"--junitxml={run_dir / 'junit.xml'}",
         "-o", "junit_family=xunit1",
         "-v", "--no-header", "-rfE", "--tb=line",
@@ -233,6 +235,66 @@ def print_table(summary: dict[str, Any]) -> None:
         click.echo(f"  {check['verdict'].upper():<12} {check['id']:<40} {measured[:40]}{limit[:60]}")
         if check["verdict"] != "pass" and check["message"]:
             click.echo(f"               {check['message'][:300]}")
+
+
+def _duration(option: str, value: str) -> float:
+    """A ``--max-age``-style option as seconds, or a one-line usage error naming the option."""
+    from opsgate.config import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError:
+        fail(f"{option}: expected a duration like '7d' or '30m', got {value!r}")
+    raise AssertionError("unreachable")
+
+
+@main.command()
+@click.option("--env", "environment", required=True, help="environment whose drill logs are judged, e.g. staging")
+@click.option("--max-age", default="7d", show_default=True,
+              help="oldest acceptable age (wall clock) of the newest passing drill log")  # fmt: skip
+@click.option("--drill-logs", type=click.Path(path_type=Path), default=Path("reports/drills"), show_default=True,
+              help="the drill-log folder (DIR/<environment>/*.md)")  # fmt: skip
+def freshness(environment: str, max_age: str, drill_logs: Path) -> None:
+    """Exit 0 only if the newest passing drill log for --env is younger than --max-age."""
+    from opsgate.evidence.freshness import freshness_command
+
+    sys.exit(freshness_command(drill_logs, environment, _duration("--max-age", max_age)))
+
+
+@main.command()
+@click.option("--release", default=None, help="release name: collect the newest evidence into a sign-off bundle")
+@click.option("--verify", "verify_dir", type=click.Path(path_type=Path), default=None,
+              help="verify the bundle in DIR instead of writing one")  # fmt: skip
+@click.option("--expect-digest", default=None, help="with --verify: the digest printed when the bundle was written")
+@click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: embedded)")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="bundle folder (default: reports/signoff/NAME)")  # fmt: skip
+@click.option("--max-age", default="7d", show_default=True, help="evidence older than this is stale (wall clock)")
+@click.option("--margin", type=click.FloatRange(0, 10), default=0.10, show_default=True,
+              help="flag a p95 or error-rate regression beyond this fraction of the previous sign-off")  # fmt: skip
+def signoff(release: str | None, verify_dir: Path | None, expect_digest: str | None, target_file: Path | None,
+            out: Path | None, max_age: str, margin: float) -> None:  # fmt: skip
+    """Collect the newest gate, drill and SLO runs into a tamper-evident bundle, or --verify one."""
+    from opsgate.evidence import signoff as bundle
+
+    if (release is None) == (verify_dir is None):
+        fail("signoff: give exactly one of --release NAME or --verify DIR")
+    if verify_dir is not None:
+        sys.exit(bundle.verify_command(verify_dir, expect_digest))
+    assert release is not None
+    sys.exit(bundle.signoff_command(release, target_file or LOCAL_TARGET, out, _duration("--max-age", max_age),
+                                    margin))  # fmt: skip
+
+
+@main.command()
+@click.option("--target", "target_file", type=click.Path(path_type=Path), help="target file (default: embedded)")
+@click.option("--max-age", default="7d", show_default=True,
+              help="a claim last verified longer ago than this is stale (wall clock)")  # fmt: skip
+def coverage(target_file: Path | None, max_age: str) -> None:
+    """Print runbook coverage over the target's claims registry from the newest evidence."""
+    from opsgate.evidence.claims import coverage_command
+
+    sys.exit(coverage_command(target_file or LOCAL_TARGET, _duration("--max-age", max_age)))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from opsgate.credentials import named_secret_values, secret_strings
+
 __all__ = [
     "LOCAL_TARGET",
     "AlertInput",
@@ -358,6 +360,10 @@ class Postgres(_Section):
     """Share of ``max_connections`` in use above which the pool counts as exhausted."""
     control: CommandControl | None = None
     """Commands that stop and start it (an external target's outage drills; opsgate's environments need none)."""
+    claim: _ClaimId | None = None
+    """The runbook claim the readiness check (``pg_isready``) proves."""
+    pool_claim: _ClaimId | None = None
+    """The runbook claim the connection-pool share check proves."""
 
 
 class RedisStore(_Section):
@@ -366,6 +372,8 @@ class RedisStore(_Section):
     url: Annotated[str, _scheme("redis", "rediss")]
     control: CommandControl | None = None
     """Commands that stop and start it (an external target's outage drills; opsgate's environments need none)."""
+    claim: _ClaimId | None = None
+    """The runbook claim the ``PING`` check proves."""
 
 
 DEPS_IMAGE = "opsgate-deps:bookworm"
@@ -717,6 +725,16 @@ class Alerts(_Section):
     live: list[AlertLive] = []
     routing: dict[str, str] = {}
     """Receiver each severity must route to on ``alertmanager`` (checked with ``amtool config routes test``)."""
+    routing_claims: dict[str, _ClaimId] = {}
+    """The runbook claim each severity's routing check proves (``{critical: seed-004.alerts.critical-pages}``)."""
+
+    @model_validator(mode="after")
+    def _claims_route(self) -> Alerts:
+        for severity in self.routing_claims:
+            if severity not in self.routing:
+                raise _FieldProblem(f"a severity of alerts.routing ({', '.join(self.routing) or 'none'})", severity,
+                                    at=("routing_claims", severity))  # fmt: skip
+        return self
 
 
 class DrillFault(_Section):
@@ -995,6 +1013,8 @@ class Target(_Section):
     alerts: Alerts = Alerts()
     drills: list[DrillSpec] = []
     slos: list[SloSpec] = []
+    claims: _Name | None = None
+    """The claims registry the ``claim:`` ids cite, relative to this file (``opsgate:reference/...``: packaged)."""
 
     _source: Path | None = PrivateAttr(default=None)
     _secret_env_values: frozenset[str] = PrivateAttr(default=frozenset())
@@ -1042,28 +1062,16 @@ class Target(_Section):
 
     @property
     def secret_values(self) -> frozenset[str]:
-        """Every secret string to redact, non-empty only.
+        """Every secret string to redact, non-empty only (after ``${VAR}`` interpolation).
 
-        The values the variables named in ``secrets`` had at load time, the password of every URL
-        and DSN in the file (as written and percent-decoded), ``auth.api_token`` and
-        ``auth.service_password``.
+        The values the variables named in ``secrets`` had at load time, and those of referenced variables
+        named like a secret (``${KUBE_TOKEN}``); every credential-named field (``auth.api_token``, ``sign.secret``,
+        ``Authorization``/``X-Api-Key`` headers and the token or Basic password inside, ``password`` in a body);
+        the password of every URL and DSN anywhere in the file (as written and percent-decoded) and its
+        ``?token=``-style parameters; tokens on ``control`` command lines. See :mod:`opsgate.credentials`.
         """
-        values = set(self._secret_env_values)
-        for url in self._urls():
-            values.update(_url_passwords(url))
-        if self.auth is not None:
-            values.update(v for v in (self.auth.api_token, self.auth.service_password) if v)
+        values = set(self._secret_env_values) | secret_strings(self.model_dump(by_alias=True))
         return frozenset(v for v in values if v)
-
-    def _urls(self) -> Iterator[str]:
-        yield from (service.url for service in self.services.values())
-        if self.datastores.postgres is not None:
-            yield self.datastores.postgres.dsn
-        if self.datastores.redis is not None:
-            yield self.datastores.redis.url
-        yield from self.metrics.scrape
-        if self.metrics.prometheus is not None:
-            yield self.metrics.prometheus
 
 
 def _url_passwords(url: str) -> set[str]:
@@ -1095,6 +1103,10 @@ def load_target(path: str | Path, environ: Mapping[str, str] | None = None) -> T
         raise _error(shown, f"cannot read the file: {exc.strerror or exc}") from None
     target = parse_target(text, source=shown, environ=environ)
     target._source = Path(path)
+    if target.claims is not None:  # the registry must load, and list every id the file cites
+        from opsgate.evidence.claims import check_citations  # (it imports this module)
+
+        check_citations(target)
     return target
 
 
@@ -1112,7 +1124,8 @@ def parse_target(text: str, *, source: str = "<target>", environ: Mapping[str, s
         target = Target.model_validate(interpolated)
     except ValidationError as exc:
         raise _target_error(exc, interpolated, source, env, secret_names) from None
-    target._secret_env_values = frozenset(env[name] for name in target.secrets if env.get(name))
+    listed = {env[name] for name in target.secrets if env.get(name)}
+    target._secret_env_values = frozenset(listed | named_secret_values(data, env))
     return target
 
 

@@ -27,12 +27,14 @@ from opsgate.drills.drill import Drill
 from opsgate.environments.launch import Launcher, Provisioned
 from opsgate.environments.local import LocalEnvironment
 from opsgate.evidence import html
+from opsgate.evidence.claims import DEFAULT_MAX_AGE_S, coverage_for_runs
 from opsgate.evidence.drill_logs import drill_log_path, render_drill_log
 from opsgate.evidence.recorder import Recorder, check_id, record_from_report
 from opsgate.evidence.records import CheckRecord
 from opsgate.evidence.redact import Redactor
-from opsgate.evidence.rundir import new_run_dir
+from opsgate.evidence.rundir import Run, new_run_dir
 from opsgate.evidence.summary import RunSummary
+from opsgate.evidence.versions import tool_versions
 
 MARKERS = {
     "smoke": "fast read-only checks that the target is up and answering",
@@ -53,6 +55,7 @@ class OpsgateSession:
         self._launcher: Launcher | None = None
         self._provisioned: Provisioned | None = None
         self._provision_error: Exception | None = None
+        self._redactor: Redactor | None = None
         self._previous_sigterm: object = None
         self._previous_sigint: object = None
         self.drill_records: dict[str, CheckRecord] = {}
@@ -103,6 +106,13 @@ class OpsgateSession:
         return self._provisioned
 
     @property
+    def redactor(self) -> Redactor | None:
+        """Masks the target's secrets once its file is loaded (None before: nothing of it can be shown yet)."""
+        if self._redactor is None and self._launcher is not None:
+            self._redactor = Redactor(self._launcher.target.secret_values)
+        return self._redactor
+
+    @property
     def load_stage(self) -> Literal["short", "full"]:
         """Which SLO stage runs: the gate's short stage or the full profile (``--opsgate-load``)."""
         return "full" if self.config.getoption("opsgate_load") == "full" else "short"
@@ -114,16 +124,18 @@ class OpsgateSession:
         return None if value is None else int(value)
 
     def run_info(self) -> dict[str, str]:
-        """Environment facts for the evidence: versions, git sha, target file, time scale."""
+        """Environment facts for the evidence: git sha, target file, time scale, versions of opsgate and its tools."""
         target = self.launcher.target
         info = {
             "target file": str(self.target_path),
+            "run kind": str(self.config.getoption("opsgate_run_kind")),
             "provider": target.provider,
             "time scale": f"{target.time_scale:g}",
             "opsgate version": metadata.version("opsgate"),
             "git sha": git_sha(),
             "python": platform.python_version(),
             "pytest": pytest.__version__,
+            **tool_versions(),
         }
         if target.provider == "containers":
             images = target.containers
@@ -137,17 +149,26 @@ class OpsgateSession:
         if not self.records or self._launcher is None:
             return
         target = self._launcher.target
-        summary = RunSummary(target.name, target.environment, self.started_at, time.time(), self.records)
+        # Masked before rendering: a renderer that shortens a message would cut a secret where no mask finds it.
+        records = self.redactor.deep(self.records) if self.redactor is not None else self.records
+        summary = RunSummary(target.name, target.environment, self.started_at, time.time(), records)
         summary.info = self.run_info()
+        try:  # this run's own coverage of the target's claims registry (validated when the target loaded)
+            summary.coverage = coverage_for_runs(target, [Run(self.run_dir, summary)], now=time.time(),
+                                                 max_age_s=DEFAULT_MAX_AGE_S)  # fmt: skip
+        except TargetError as exc:  # the registry changed on disk during the run: say so, keep the evidence
+            summary.info["claims registry"] = exc.message
         summary.write(self.run_dir / "summary.json")
-        (self.run_dir / "report.html").write_text(html.render(summary))
+        (self.run_dir / "report.html").write_text(html.render(summary, self.run_dir))
 
     def write_drill_log(self, drill: Drill, record: CheckRecord) -> Path:
         """Write the drill log (redacted) to the drill-log folder and the run directory; returns the latter."""
         target = self.launcher.target
-        text = render_drill_log(record, target=target.name, environment=target.environment, objective=drill.objective,
-                                snapshots=drill.snapshots, seeds=drill.seeds)  # fmt: skip
-        text = Redactor(target.secret_values).text(text)
+        redactor = Redactor(target.secret_values)  # masked before rendering too: the steps table shortens details
+        text = render_drill_log(redactor.deep(record), target=target.name, environment=target.environment,
+                                objective=redactor.text(drill.objective), snapshots=redactor.deep(drill.snapshots),
+                                seeds=drill.seeds)  # fmt: skip
+        text = redactor.text(text)
         folder = Path(self.config.getoption("opsgate_drill_logs"))
         shared = drill_log_path(folder, target.environment, record.id, record.started_at or time.time())
         shared.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +253,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         help="run every SLO row with a Locust master and N workers (default: each row's load.workers)",
     )
+    group.addoption(
+        "--opsgate-run-kind",
+        dest="opsgate_run_kind",
+        choices=["gate", "drill", "load", "pytest"],
+        default="pytest",
+        help="what kind of run this is, recorded in the evidence (sign-off picks the newest of each kind)",
+    )
     parser.addini("opsgate_target", "target file used when --target is not given", default="")
 
 
@@ -251,14 +279,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Turn each finished test that uses ``evidence`` into a check record of the run."""
+    """Turn each finished test that uses ``evidence`` into a check record of the run; mask secrets in the report."""
     report = yield
     session = item.config.stash.get(SESSION_KEY, None)
+    if session is not None and session.redactor is not None:
+        redact_report(report, session.redactor)
     if session is not None and "evidence" in getattr(item, "fixturenames", ()):
         record = record_from_report(item, report)
         if record is not None:
             session.records.append(record)
     return report
+
+
+def redact_report(report: pytest.TestReport, redactor: Redactor) -> None:
+    """Mask secrets in what pytest prints and writes of a test (terminal, ``junit.xml``): failure text, sections."""
+    if isinstance(report.longrepr, tuple):  # a skip: (file, line, reason)
+        path, line, reason = report.longrepr
+        report.longrepr = (path, line, redactor.text(reason))
+    elif report.longrepr is not None:
+        text = str(report.longrepr)
+        cleaned = redactor.text(text)
+        if cleaned != text:
+            report.longrepr = cleaned
+    report.sections = [(title, redactor.text(content)) for title, content in report.sections]
 
 
 def refusal(environment: str, allowed: bool) -> str | None:

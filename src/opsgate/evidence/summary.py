@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from opsgate.evidence.records import CheckRecord, overall
+from opsgate.evidence.coverage import CoverageReport
+from opsgate.evidence.records import CheckRecord, Sample, TimelineEvent, overall
 
 
 def iso(ts: float | None) -> str | None:
@@ -26,6 +27,8 @@ class RunSummary:
     finished_at: float | None = None
     checks: list[CheckRecord] = field(default_factory=list)
     info: dict[str, str] = field(default_factory=dict)
+    coverage: CoverageReport | None = None
+    """Runbook coverage of this run's checks over the target's claims registry (None: no registry)."""
 
     @property
     def verdict(self) -> str:
@@ -50,8 +53,43 @@ class RunSummary:
             "counts": self.counts(),
             "info": self.info,
             "checks": [c.to_json() for c in self.checks],
+            **({"coverage": asdict(self.coverage)} if self.coverage is not None else {}),
         }
 
     def write(self, path: Path) -> None:
         """Write summary.json."""
         path.write_text(json.dumps(self.to_json(), indent=2, default=str) + "\n")
+
+
+def _unix(value: object) -> float | None:
+    return None if value in (None, "") else datetime.fromisoformat(str(value)).timestamp()
+
+
+def record_from_json(data: dict[str, Any]) -> CheckRecord:
+    """A check record as summary.json lists it, read back."""
+    fields = dict(data)
+    fields["samples"] = [Sample(**s) for s in data.get("samples") or []]
+    fields["timeline"] = [TimelineEvent(**e) for e in data.get("timeline") or []]
+    fields["series"] = {k: [Sample(**s) for s in v] for k, v in (data.get("series") or {}).items()}
+    return CheckRecord(**fields)
+
+
+def read_summary(path: Path) -> RunSummary:
+    """A run's summary.json read back (its coverage, derived from the checks, is not kept).
+
+    Raises ValueError naming the file when it is not a summary opsgate wrote.
+    """
+    try:
+        data = json.loads(path.read_text())
+        started = _unix(data["started_at"])
+        assert started is not None
+        return RunSummary(
+            target=str(data["target"]),
+            environment=str(data["environment"]),
+            started_at=started,
+            finished_at=_unix(data.get("finished_at")),
+            checks=[record_from_json(c) for c in data["checks"]],
+            info={str(k): str(v) for k, v in (data.get("info") or {}).items()},
+        )
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise ValueError(f"{path}: not an opsgate summary.json ({type(exc).__name__}: {exc})") from None

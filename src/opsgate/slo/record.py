@@ -55,6 +55,8 @@ def slo_record(spec: SloSpec, stage: Stage, plan: Plan, verdict: SloVerdict, res
     for name in QUANTILES:
         value = verdict.percentiles_ms.get(name)
         figures[f"{name}_ms"] = None if value is None else round(value, 3)
+        figures[f"{name}_limit_ms"] = limits[name]
+    figures["error_rate_limit"] = spec.error_rate
     entry = locust_entry(result.locust_entries, plan.judge_name or plan.name)
     if entry is not None:
         count = int(entry.get("num_requests", 0))

@@ -107,7 +107,8 @@ def metric_names(expr: str) -> set[str]:
 async def test_alert_routing(severity: str, target: Target, evidence: Recorder) -> None:
     """Alertmanager routes each severity to its documented receiver (``amtool config routes test``)."""
     expected = target.alerts.routing[severity]
-    record = CheckRecord(id=severity, kind="alert-routing", verdict="pass", threshold=expected, started_at=time.time())
+    record = CheckRecord(id=severity, kind="alert-routing", verdict="pass", threshold=expected, started_at=time.time(),
+                         claim=target.alerts.routing_claims.get(severity))  # fmt: skip
     if target.alerts.alertmanager is None:
         record.verdict = "error"
         record.message = "alerts.routing needs alerts.alertmanager"

@@ -79,7 +79,9 @@ async def test_datastore(datastore_name: str, target: Target, evidence: Recorder
         reply = await datastores.redis_ping(target.datastores.redis.url)
         return Measure(1.0 if reply == "PONG" else 0.0, reply)
 
-    record = await judge(measure, Rule("==", 1.0, "up"), record_id=datastore_name, kind="datastore")
+    store = target.datastores.postgres if datastore_name == "postgres" else target.datastores.redis
+    claim = store.claim if store is not None else None
+    record = await judge(measure, Rule("==", 1.0, "up"), record_id=datastore_name, kind="datastore", claim=claim)
     if record.verdict == "fail" and record.samples:
         record.message = record.samples[0].note
     evidence.conclude(record)
@@ -96,9 +98,8 @@ async def test_datastore_connections(target: Target, evidence: Recorder) -> None
         used = await datastores.postgres_connections(postgres.dsn)
         return Measure(used.ratio, f"{used.used} of {used.max} connections")
 
-    evidence.conclude(
-        await judge(measure, Rule("<", postgres.max_pool_ratio, "ratio"), record_id="connections", kind="datastore")
-    )
+    rule = Rule("<", postgres.max_pool_ratio, "ratio")
+    evidence.conclude(await judge(measure, rule, record_id="connections", kind="datastore", claim=postgres.pool_claim))
 
 
 @pytest.mark.health
