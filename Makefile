@@ -43,10 +43,12 @@ load: .venv
 containers: .venv
 	$(BIN)/pytest -m containers tests/containers
 
-## make bench: benchmarks that print figures (cold start; load generators vs wrk and plain Locust).
+## make bench: benchmarks that print figures (cold start; load generators vs wrk and plain Locust; report opening; redaction).
 bench: .venv
 	$(BIN)/python bench/local_cold_start.py
 	$(BIN)/python bench/load_throughput.py
+	$(BIN)/python bench/report_open.py
+	$(BIN)/python bench/redaction_speed.py
 
 ## make up: run the reference platform locally until Ctrl-C.
 up: .venv

@@ -161,18 +161,14 @@ def test_tree_masks_every_text_file_whatever_its_name(tmp_path: Path) -> None:
     assert Redactor([CANARY]).tree(run) == []  # idempotent
 
 
-def test_redaction_is_fast_on_megabytes_of_logs(tmp_path: Path) -> None:
-    """A few MB of log lines with no secret and some with: masked in well under a second (measured ~0.1 s)."""
-    import time
-
+def test_megabytes_of_logs_with_one_secret_get_exactly_one_mask() -> None:
+    """A few MB of log lines around one secret: that one is masked, nothing else (speed: bench/redaction_speed.py)."""
     line = 'INFO 127.0.0.1 "GET /v1/messages/8c1f0a HTTP/1.1" 200 {"status": "delivered", "to": "+61412345678"}\n'
     text = line * 40_000 + f"ERROR login with {CANARY!r} failed\n" + line * 10_000
-    redactor = Redactor([CANARY, "s3cret-token-value", "another/secret+value"])
-    started = time.perf_counter()
-    cleaned = redactor.text(text)
-    took_s = time.perf_counter() - started
+    cleaned = Redactor([CANARY, "s3cret-token-value", "another/secret+value"]).text(text)
     assert len(text) > 4_000_000 and cleaned.count(MASK) == 1
-    assert took_s < 2.0, f"{took_s:.2f}s for {len(text) / 1e6:.1f} MB"
+    untouched = [row for row in cleaned.splitlines() if MASK not in row]
+    assert untouched == [row for row in text.splitlines() if not row.startswith("ERROR")]
 
 
 # --- end to end: canaries in every secret field, a real gate and a real drill, every file grepped -------------------
