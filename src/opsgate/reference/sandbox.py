@@ -12,7 +12,7 @@ Endpoints (JSON everywhere):
 
 - ``GET /healthz``; ``GET /status`` (ok | degraded, quota usage)
 - ``POST /v1/messages`` (Bearer ``PROVIDER_API_KEY``): the provider's send call
-- ``GET /deliveries?message_id=&tenant_id=&since=``; ``GET /requests`` (counters by outcome)
+- ``GET /deliveries?message_id=&tenant_id=&to=&since=``; ``GET /requests`` (counters by outcome)
 - ``GET|PUT|DELETE /control/faults``; ``PUT /control/quota``; ``POST /control/reset``
 - ``POST /control/inbound``: relay a recipient's reply, signed, to ``INBOUND_WEBHOOK_URL``
 - ``POST /monitoring/events``; ``GET /monitoring/events?type=``; ``GET /monitoring/requests``;
@@ -401,16 +401,18 @@ def _float_param(request: Request, name: str) -> float | None:
 
 
 async def list_deliveries(request: Request) -> Response:
-    """Recorded deliveries in arrival order, filtered by ``message_id``, ``tenant_id``, ``since`` (unix s)."""
+    """Recorded deliveries in arrival order, filtered by ``message_id``, ``tenant_id``, ``to``, ``since`` (unix s)."""
     st = sandbox_state(request)
     message_id = request.query_params.get("message_id")
     tenant_id = request.query_params.get("tenant_id")
+    to = request.query_params.get("to")
     since = _float_param(request, "since")
     found = [
         asdict(d)
         for d in st.deliveries
         if (message_id is None or d.message_id == message_id)
         and (tenant_id is None or d.tenant_id == tenant_id)
+        and (to is None or d.to == to)
         and (since is None or d.received_at >= since)
     ]
     return JSONResponse({"count": len(found), "deliveries": found})
