@@ -23,6 +23,8 @@ CAUGHT_BY = {
     # Also caught elsewhere: a worker that never calls the provider cannot see it fail, so the
     # failure-rate alert never fires during the live check.
     "alert_live[NotificationFailureRateHigh]": "worker-acks-without-send",
+    # ...nor get a STOP reply to an SMS it never delivered: the opt-out rate cannot move.
+    "alert_live[OptOutRateHigh]": "worker-acks-without-send",
 }
 
 

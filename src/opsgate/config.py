@@ -725,6 +725,9 @@ class AlertLive(_Section):
     """Requests that undo ``trip``; always run, also when the check fails."""
     traffic: Traffic | None = None
     """Requests sent while waiting for the alert (e.g. sends that now fail)."""
+    traffic_through_restore: bool = False
+    """Keep ``traffic`` going after ``restore`` until resolved: a window of events, not of time ("rolling 100
+    messages"), only moves on with new events."""
     fire_within: _PositiveDuration
     """Deadline from trip to the firing notification (scaled)."""
     resolve_within: _PositiveDuration
