@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from opsgate.environments.local import LocalEnvironment
 
 TIME_SCALE = 0.02
 BACKUP_INTERVAL_S = 3.0
@@ -144,3 +147,13 @@ def run_opsgate(args: list[str], *, timeout_s: float, env: dict[str, str] | None
             f"opsgate {' '.join(args)} did not finish within {timeout_s}s:\n{stdout[-2000:]}"
         ) from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+@contextmanager
+def defects_planted(platform: LocalEnvironment, defects: str) -> Iterator[LocalEnvironment]:
+    """Restart the session platform's api and worker with ``defects``; restart them healthy afterwards."""
+    platform.restart_platform(defects=defects)
+    try:
+        yield platform
+    finally:
+        platform.restart_platform(defects="", backup_interval_s=BACKUP_INTERVAL_S)

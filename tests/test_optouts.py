@@ -10,15 +10,20 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from helpers import BACKUP_INTERVAL_S, NewTenant, local_target_as_external, metric_value, poll, run_opsgate
+from helpers import (
+    NewTenant,
+    defects_planted,
+    local_target_as_external,
+    metric_value,
+    poll,
+    run_opsgate,
+)
 from opsgate.environments.local import LocalEnvironment
 from opsgate.reference.db import OPTOUT_WINDOW
 
@@ -30,16 +35,6 @@ FLOWS = "stop-blocks or dnc-blocks"
 def external_target(platform: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """targets/local.yaml, pointed at the session's already-running platform (nothing started)."""
     return local_target_as_external(tmp_path_factory.mktemp("target") / "standin.yaml")
-
-
-@contextmanager
-def defects_planted(platform: LocalEnvironment, defects: str) -> Iterator[None]:
-    """Restart the api and worker with ``defects``; restart them healthy afterwards."""
-    platform.restart_platform(defects=defects)
-    try:
-        yield
-    finally:
-        platform.restart_platform(defects="", backup_interval_s=BACKUP_INTERVAL_S)
 
 
 def flows(platform: LocalEnvironment, target: Path, tmp_path: Path) -> dict[str, dict[str, Any]]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,15 @@ import httpx
 import psycopg
 import pytest
 
-from helpers import BACKUP_INTERVAL_S, TIME_SCALE, NewTenant, local_target_as_external, metric_value, poll, run_opsgate
+from helpers import (
+    TIME_SCALE,
+    NewTenant,
+    defects_planted,
+    local_target_as_external,
+    metric_value,
+    poll,
+    run_opsgate,
+)
 from opsgate.environments.local import LocalEnvironment
 from opsgate.reference.signing import sign
 
@@ -48,16 +54,6 @@ def stuck_gates(platform: LocalEnvironment, target: Path, tmp_path: Path) -> dic
     checks = {c["id"]: c for c in summary["checks"]}
     assert set(checks) == {"gate[billing-events-not-stuck]", "gate[sends-not-stuck]"}, checks.keys()
     return checks
-
-
-@contextmanager
-def defects_planted(platform: LocalEnvironment, defects: str) -> Iterator[None]:
-    """Restart the api and worker with ``defects``; restart them healthy afterwards."""
-    platform.restart_platform(defects=defects)
-    try:
-        yield
-    finally:
-        platform.restart_platform(defects="", backup_interval_s=BACKUP_INTERVAL_S)
 
 
 async def scalar(platform: LocalEnvironment, sql: str, params: tuple[Any, ...]) -> Any:

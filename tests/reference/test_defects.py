@@ -7,30 +7,26 @@ import datetime as dt
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import psycopg
 import pytest
 
-from helpers import BACKUP_INTERVAL_S, NewTenant, backup_tables, deliveries, fixed_offset_zone, message_status, poll
+from helpers import (
+    NewTenant,
+    backup_tables,
+    defects_planted,
+    deliveries,
+    fixed_offset_zone,
+    message_status,
+    poll,
+)
 from opsgate.environments.local import LocalEnvironment
 from opsgate.reference.defects import CATALOGUE
 from opsgate.reference.settings import SettingsError, from_environ
 from opsgate.reference.signing import sign
 
 pytestmark = pytest.mark.platform
-
-
-@contextmanager
-def defects_planted(platform: LocalEnvironment, defects: str) -> Iterator[LocalEnvironment]:
-    """Restart the api and worker with ``defects``; restart them healthy afterwards."""
-    platform.restart_platform(defects=defects)
-    try:
-        yield platform
-    finally:
-        platform.restart_platform(defects="", backup_interval_s=BACKUP_INTERVAL_S)
 
 
 def redis_outage_readiness(platform: LocalEnvironment) -> tuple[httpx.Response, httpx.Response]:
