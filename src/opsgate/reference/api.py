@@ -321,13 +321,7 @@ async def send_message(request: Request) -> Response:
 
         cost = row[6] if body.channel == "sms" else row[7]
         message_id = str(uuid.uuid4())
-        async with conn.transaction():
-            await _reserve_budget(c, conn, tenant_id, cost)
-            await conn.execute(
-                "INSERT INTO messages (id, tenant_id, channel, recipient, body, cost_cents)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                (message_id, tenant_id, body.channel, recipient, body.body, cost),
-            )
+        await _insert_within_budget(c, conn, tenant_id, cost, message_id, body.channel, recipient, body.body)
         try:
             await c.queues.enqueue(SEND_MESSAGES, message_id, {"message_id": message_id})
         except Exception as exc:
@@ -364,21 +358,47 @@ def _check_send_gates(c: ApiContext, tenant_row: tuple[Any, ...], body: SendMess
     return recipient
 
 
-async def _reserve_budget(c: ApiContext, conn: psycopg.AsyncConnection[Any], tenant_id: str, cost: int) -> None:
-    """Add ``cost`` to today's spend atomically; 402 ``BUDGET_EXCEEDED`` when it would pass the budget."""
-    await conn.execute(
-        "INSERT INTO budgets (tenant_id, day) VALUES (%s, current_date) ON CONFLICT DO NOTHING", (tenant_id,)
-    )
-    limit = (
-        ""
-        if c.defect("budget-not-enforced")
-        else (" AND daily_spent_cents + %(cost)s <= (SELECT daily_budget_cents FROM tenants WHERE id = %(t)s)")
-    )
-    cur = await conn.execute(
-        "UPDATE budgets SET daily_spent_cents = daily_spent_cents + %(cost)s"
-        " WHERE tenant_id = %(t)s AND day = current_date" + limit + " RETURNING daily_spent_cents",
-        {"cost": cost, "t": tenant_id},
-    )
+# The spend and the message are one autocommit statement: today's budget row is every send's hot row,
+# and a lock held across client round trips (BEGIN, UPDATE, INSERT, COMMIT) caps the route's throughput
+# at 1/(round trips) under load. Inside one statement the row lock lasts only the server's own work.
+_INSERT_WITHIN_BUDGET = """
+WITH spend AS (
+    INSERT INTO budgets AS b (tenant_id, day, daily_spent_cents)
+    SELECT t.id, current_date, %(cost)s FROM tenants t
+    WHERE t.id = %(t)s AND (%(unlimited)s OR %(cost)s <= t.daily_budget_cents)
+    ON CONFLICT (tenant_id, day) DO UPDATE SET daily_spent_cents = b.daily_spent_cents + EXCLUDED.daily_spent_cents
+    WHERE %(unlimited)s
+       OR b.daily_spent_cents + EXCLUDED.daily_spent_cents
+          <= (SELECT daily_budget_cents FROM tenants WHERE id = %(t)s)
+    RETURNING b.tenant_id
+)
+INSERT INTO messages (id, tenant_id, channel, recipient, body, cost_cents)
+SELECT %(id)s::uuid, spend.tenant_id, %(channel)s, %(recipient)s, %(body)s, %(cost)s FROM spend
+RETURNING id
+"""
+
+
+async def _insert_within_budget(
+    c: ApiContext,
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    cost: int,
+    message_id: str,
+    channel: str,
+    recipient: str,
+    text: str,
+) -> None:
+    """Add ``cost`` to today's spend and insert the message atomically; 402 when it would pass the budget."""
+    params = {
+        "t": tenant_id,
+        "cost": cost,
+        "unlimited": c.defect("budget-not-enforced"),
+        "id": message_id,
+        "channel": channel,
+        "recipient": recipient,
+        "body": text,
+    }
+    cur = await conn.execute(_INSERT_WITHIN_BUDGET, params)
     if await cur.fetchone() is None:
         raise ApiError(402, "BUDGET_EXCEEDED", "the tenant's daily budget is spent")
 
