@@ -60,9 +60,17 @@ def test_local_target_loads() -> None:
         "no-paging-alert-firing",
         "worker-heartbeat",
         "provider-quota",
+        "billing-events-not-stuck",
+        "sends-not-stuck",
     ]
     assert target.gates[0].judged_on_delta and not target.gates[3].judged_on_delta
-    assert [f.name for f in target.flows] == ["send-sms-delivered", "billing-webhook-processed"]
+    assert target.gates[-1].sql_durations == {"stuck_after_s": 600.0}
+    assert [f.name for f in target.flows] == [
+        "send-sms-delivered",
+        "billing-webhook-processed",
+        "stop-blocks-next-send",
+        "dnc-blocks-any-format",
+    ]
     assert target.freshness[0].max_age == 86400 and target.browser[0].name == "admin-kill-switch-state"
     assert [d.name for d in target.drills] == [
         "worker-to-zero",
@@ -300,6 +308,20 @@ MALFORMED = {
         MINIMAL + "slos:\n  - {name: s, request: {path: /x}, p95_ms: 5, load: {rate_per_s: 5, duration: 1m}}\n"
         "  - {name: s, request: {path: /y}, p95_ms: 5, load: {rate_per_s: 5, duration: 1m}}\n",
         "slos[1].name: expected an SLO name not used before (slos[0] has it), got 's'",
+    ),
+    "sql-durations-unnamed": (
+        MINIMAL + "gates:\n  - {name: g, sql: 'select count(*) from t where age > %(max_age_s)s',"
+        " sql_durations: {max_age: 10m}, op: '==', threshold: 0}\n",
+        "gates[0].sql_durations: expected one duration per %(name)s placeholder of sql (max_age_s), got ['max_age']",
+    ),
+    "sql-durations-bare-number": (
+        MINIMAL + "gates:\n  - {name: g, sql: 'select %(a)s', sql_durations: {a: 600}, op: '==', threshold: 0}\n",
+        "gates[0].sql_durations.a: expected a duration like '5m', got 600",
+    ),
+    "count-window-without-size": (
+        MINIMAL + "alerts:\n  thresholds:\n  - {alert: A, source: {runbook: r, section: s, quote: q}, threshold: 3%,"
+        " severity: warning, input: {kind: count_window, metric: hits, denominator: {name: held}}}\n",
+        "alerts.thresholds[0].input: expected a size and a denominator for a count_window input, got 'no size'",
     ),
     "several-errors": (
         "name: t\nenvironment: prod\ntime_scale: 0\nprovider: cloud\n",

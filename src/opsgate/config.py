@@ -474,6 +474,9 @@ class HttpSource(_Section):
     headers: dict[str, str] = {}
 
 
+_SQL_NAMES = re.compile(r"%\((\w+)\)s")
+
+
 class GateSpec(_Section):
     """A probe compared with a threshold, once or over a window: "p95 < 1.5s for 5 minutes"."""
 
@@ -482,6 +485,10 @@ class GateSpec(_Section):
     http: HttpSource | None = None
     sql: _Name | None = None
     """A query returning one number, run on ``datastores.postgres``."""
+    sql_durations: dict[str, Duration] = {}
+    """Durations bound into ``sql`` by name as seconds (``%(max_age_s)s``), each scaled by ``time_scale`` (floor
+    1 s) like every window: "stuck longer than 10m" is written once and runs compressed locally. With any
+    given, a literal ``%`` in the query is written ``%%``."""
     promql: _Name | None = None
     """An instant query on ``metrics.prometheus`` returning one number."""
     redis_key: _Name | None = None
@@ -513,6 +520,15 @@ class GateSpec(_Section):
         given = [k for k in ("metric", "http", "sql", "promql", "redis_key") if getattr(self, k) is not None]
         if len(given) != 1:
             raise _FieldProblem("exactly one source of metric, http, sql, promql, redis_key", given or "none")
+        if self.sql_durations:
+            named = set(_SQL_NAMES.findall(self.sql or ""))
+            if self.sql is None or named != set(self.sql_durations):
+                wanted = ", ".join(sorted(named)) or "none"
+                raise _FieldProblem(
+                    f"one duration per %(name)s placeholder of sql ({wanted})",
+                    sorted(self.sql_durations),
+                    at=("sql_durations",),
+                )
         if self.mode == "delta" and not (self.metric is not None and self.window is not None):
             raise _FieldProblem("mode 'delta' only with a metric source and a window", self.mode)
         if self.traffic is not None and self.window is None:
@@ -562,7 +578,7 @@ with warnings.catch_warnings():
 
 
 class Flow(_Section):
-    """A synthetic user flow: steps run in order, sharing saved variables; ``{uuid}`` is fresh per run."""
+    """A synthetic user flow: steps run in order, sharing saved variables; ``{uuid}``, ``{digits}`` fresh per run."""
 
     name: _Name
     steps: Annotated[list[FlowStep], Field(min_length=1)]
@@ -655,18 +671,25 @@ class AlertInput(_Section):
     ``gauge_ratio``: two gauges, ``metric`` over ``denominator`` (connections in use / pool size).
     ``quantile``: ``metric`` is a histogram
     (``_bucket`` series) with these ``buckets`` (upper bounds, seconds). ``events``: ``metric`` is a
-    counter incremented once per event.
+    counter incremented once per event. ``count_window``: a window of the last ``size`` events, not of
+    time ("> 3% in rolling 100 messages"): ``metric`` is a gauge of the window's hits (opt-outs),
+    ``denominator`` a gauge of how many events the window holds (up to ``size``).
     """
 
-    kind: Literal["gauge", "ratio", "gauge_ratio", "quantile", "events"]
+    kind: Literal["gauge", "ratio", "gauge_ratio", "quantile", "events", "count_window"]
     metric: _Name
     labels: dict[str, str] = {}
     denominator: MetricSelector | None = None
     quantile: Annotated[float, _number(float, gt=0, le=1)] | None = None
     buckets: list[float] | None = None
+    size: Annotated[int, _number(int, ge=2)] | None = None
+    """Events in a ``count_window`` (100 for "rolling 100 messages")."""
 
     @model_validator(mode="after")
     def _complete(self) -> AlertInput:
+        missing = [name for name in ("size", "denominator") if getattr(self, name) is None]
+        if self.kind == "count_window" and missing:
+            raise _FieldProblem("a size and a denominator for a count_window input", "no " + " and no ".join(missing))
         if self.kind in ("ratio", "gauge_ratio") and self.denominator is None:
             raise _FieldProblem("a denominator for a ratio input", None, at=("denominator",))
         if self.kind == "quantile" and (self.quantile is None or not self.buckets):
@@ -702,6 +725,9 @@ class AlertLive(_Section):
     """Requests that undo ``trip``; always run, also when the check fails."""
     traffic: Traffic | None = None
     """Requests sent while waiting for the alert (e.g. sends that now fail)."""
+    traffic_through_restore: bool = False
+    """Keep ``traffic`` going after ``restore`` until resolved: a window of events, not of time ("rolling 100
+    messages"), only moves on with new events."""
     fire_within: _PositiveDuration
     """Deadline from trip to the firing notification (scaled)."""
     resolve_within: _PositiveDuration

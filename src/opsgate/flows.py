@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -60,11 +61,16 @@ def problem_of(step: FlowStep, observed: HttpObservation) -> str | None:
     return None
 
 
+def fresh_variables() -> dict[str, str]:
+    """``{uuid}`` (32 hex digits) and ``{digits}`` (6 decimal digits, e.g. a unique phone number's tail)."""
+    return {"uuid": uuid.uuid4().hex, "digits": f"{secrets.randbelow(10**6):06d}"}
+
+
 async def send_step(
     client: httpx.AsyncClient, target: Target, step: FlowStep, variables: dict[str, str]
 ) -> HttpObservation:
-    """Send one step's request with ``variables`` filled in (and ``{uuid}`` fresh for this request)."""
-    variables = {"uuid": uuid.uuid4().hex, **variables}
+    """Send one step's request with ``variables`` filled in (``{uuid}`` and ``{digits}`` fresh for this request)."""
+    variables = {**fresh_variables(), **variables}
     url = service_url(target, step.service) + fill(step.path, variables)
     headers = {k: fill(v, variables) for k, v in step.headers.items()}
     content: bytes | None = None
@@ -85,7 +91,7 @@ async def run_steps(
     client: httpx.AsyncClient, target: Target, steps: list[FlowStep], run: FlowRun | None = None
 ) -> FlowRun:
     """Run ``steps`` in order, sharing saved variables (with ``run``'s, when continuing a run)."""
-    run = run or FlowRun(variables={"uuid": uuid.uuid4().hex})
+    run = run or FlowRun(variables=fresh_variables())
     started = time.monotonic()
     for index, step in enumerate(steps):
         label = f"step {index + 1} ({step.method} {fill(step.path, run.variables)})"

@@ -80,6 +80,11 @@ def test_packaged_runbooks_are_verbatim_copies_of_the_seeds(target: Target) -> N
         # '>=' and '>' differ only exactly at the threshold, where floats are unreliable: the static check owns it.
         ("QueueActiveJobsHigh", "bull_queue_jobs_active > 200", "bull_queue_jobs_active >= 200",
          "rule compares with '>=', the runbook says '>'", False),
+        ("OptOutRateHigh", "(sms_window_messages >= 100) > 0.03", "(sms_window_messages >= 100) > 0.05",
+         "rule threshold 0.05 differs from the documented 3% (= 0.03)", True),
+        # A count window holds whole counts: exactly 3 of 100 is the boundary, so '>=' fails there too.
+        ("OptOutRateHigh", "(sms_window_messages >= 100) > 0.03", "(sms_window_messages >= 100) >= 0.03",
+         "rule compares with '>=', the runbook says '>'", True),
         ("QueueBacklogCritical", "> 10000\n        for: 5m\n        labels: {severity: critical}",
          "> 10000\n        for: 5m\n        labels: {}", "severity label None, documented 'critical'", True),
     ],
@@ -100,6 +105,25 @@ def test_drift_is_caught_with_both_values(
     problems, run = check(target, rules_text.replace(before, after), alert, tmp_path)
     assert any(caught_by in p for p in problems), problems
     assert run.passed is not fails_at_boundary, run.output
+
+
+@pytest.mark.parametrize(
+    ("window", "failure"),
+    [
+        ("(sms_window_messages >= 50)", "expected none firing"),  # a window short of 100 fires
+        ("(sms_window_messages >= 200)", "expected 1 firing"),  # 4 of 100 never fires
+        ("(sms_window_messages)", "expected none firing"),  # no full-window condition: 4 of 99 fires
+    ],
+)
+def test_a_count_window_of_another_size_is_caught_at_the_boundary(
+    target: Target, rules_text: str, tmp_path: Path, window: str, failure: str
+) -> None:
+    """The window's size is not a threshold the static check sees; the generated whole-count tests do."""
+    full = "(sms_window_messages >= 100)"
+    assert rules_text.count(full) == 1
+    problems, run = check(target, rules_text.replace(full, window), "OptOutRateHigh", tmp_path)
+    assert problems == []
+    assert not run.passed and failure in run.failure, run.failure
 
 
 def test_a_deleted_rule_is_caught(target: Target, rules_text: str, tmp_path: Path) -> None:

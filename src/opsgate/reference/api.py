@@ -50,6 +50,7 @@ from opsgate.reference.settings import PlatformSettings, process_start
 
 log = logging.getLogger("opsgate.reference.api")
 MAINTENANCE_KEY = "support.maintenance_mode"  # seed 002's feature flag name
+OPTOUT_REFRESH_TIMEOUT_S = 0.5
 SLOW_ROUTE_DELAY_S = 1.5  # the slow-messages-route defect: 3x the 500 ms SLO (seed 001)
 
 
@@ -217,7 +218,21 @@ async def metrics_endpoint(request: Request) -> Response:
         age = await c.queues.heartbeat_age_s()
         if age is not None:
             c.metrics.heartbeat_age.set(age)
+    with contextlib.suppress(Exception):
+        await _refresh_optout_windows(c)
     return Response(c.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _refresh_optout_windows(c: ApiContext) -> None:
+    """Seed 001's opt-out rate "in rolling 100 messages", as two gauges per tenant (PostgreSQL is the source).
+
+    Read from the pool directly with a short wait: a scrape must not stall, nor count as the app's connection failure.
+    """
+    async with c.db.pool.connection(timeout=OPTOUT_REFRESH_TIMEOUT_S) as conn:
+        windows = await db.optout_windows(conn)
+    for window in windows:
+        c.metrics.sms_window_messages.labels(window.tenant_id).set(window.messages)
+        c.metrics.sms_window_optouts.labels(window.tenant_id).set(window.optouts)
 
 
 # --- maintenance --------------------------------------------------------------------------------
@@ -704,12 +719,15 @@ async def inbound_reply(request: Request) -> Response:
         except RejectedSend as exc:
             raise ApiError(exc.http_status, exc.code, exc.detail) from None
         async with conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO do_not_contact (tenant_id, phone_e164, source) VALUES (%s, %s, 'inbound-stop')"
-                " ON CONFLICT DO NOTHING RETURNING phone_e164",
-                (tenant_id, phone),
-            )
-            added = await cur.fetchone() is not None
+            if c.defect("stop-not-added-to-dnc"):
+                added = True  # audited and counted as an opt-out, but the do-not-contact row is never written
+            else:
+                cur = await conn.execute(
+                    "INSERT INTO do_not_contact (tenant_id, phone_e164, source) VALUES (%s, %s, 'inbound-stop')"
+                    " ON CONFLICT DO NOTHING RETURNING phone_e164",
+                    (tenant_id, phone),
+                )
+                added = await cur.fetchone() is not None
             if added:
                 await db.audit(
                     conn,

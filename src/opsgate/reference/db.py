@@ -136,3 +136,32 @@ async def set_setting(conn: psycopg.AsyncConnection[Any], key: str, value: Any) 
         " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
         (key, Jsonb(value)),
     )
+
+
+OPTOUT_WINDOW = 100
+"""Seed 001's "rolling 100 messages": the opt-out rate is judged over each tenant's newest 100 delivered SMS."""
+
+
+@dataclass(frozen=True)
+class OptOutWindow:
+    """A tenant's rolling window: how many SMS it holds (at most ``OPTOUT_WINDOW``), how many recipients opted out."""
+
+    tenant_id: str
+    messages: int
+    optouts: int
+
+
+async def optout_windows(conn: psycopg.AsyncConnection[Any], size: int = OPTOUT_WINDOW) -> list[OptOutWindow]:
+    """Per tenant: its newest ``size`` delivered SMS, and the recipients among them who replied STOP after one."""
+    cur = await conn.execute(
+        "SELECT t.id::text, count(w.recipient), count(DISTINCT w.recipient) FILTER (WHERE w.opted_out)"
+        " FROM tenants t LEFT JOIN LATERAL ("
+        "   SELECT m.recipient, EXISTS (SELECT 1 FROM do_not_contact d WHERE d.tenant_id = m.tenant_id"
+        "     AND d.phone_e164 = m.recipient AND d.source = 'inbound-stop' AND d.created_at >= m.created_at)"
+        "     AS opted_out"
+        "   FROM messages m WHERE m.tenant_id = t.id AND m.channel = 'sms' AND m.status = 'delivered'"
+        "   ORDER BY m.created_at DESC LIMIT %s) w ON true"
+        " GROUP BY t.id",
+        (size,),
+    )
+    return [OptOutWindow(tenant, int(messages), int(optouts)) for tenant, messages, optouts in await cur.fetchall()]

@@ -102,6 +102,24 @@ CATALOGUE: dict[str, Defect] = {
             "worker-to-zero drill (retrying metric and BillingWebhookRetrying)",
         ),
         Defect(
+            "webhook-status-not-saved",
+            "the worker applies a billing event but its status update matches no row: the event stays pending"
+            " and the outbox sweeper re-applies it after every deadline",
+            "gate[billing-events-not-stuck] (pending longer than the sweeper can explain)",
+        ),
+        Defect(
+            "held-sends-set-aside",
+            "a send held by the kill switch is acked and parked instead of delayed: after resume it stays"
+            " queued for good, out of the outbox sweeper's reach",
+            "gate[sends-not-stuck] (queued longer than the sweeper can explain, tenant sending)",
+        ),
+        Defect(
+            "stop-not-added-to-dnc",
+            "an inbound STOP is acknowledged (opted_out, audited, counted) but the number is not added to"
+            " do-not-contact, so the next send goes out",
+            "flow[stop-blocks-next-send] (the next send is accepted; the provider records a delivery)",
+        ),
+        Defect(
             "sigterm-abandons-jobs",
             "the worker exits at once on SIGTERM, abandoning the sends it holds",
             "graceful-stop and rolling-restart drills (the provider sees sends abandoned)",

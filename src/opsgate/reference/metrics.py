@@ -120,6 +120,14 @@ class PlatformMetrics:
             "worker_heartbeat_age_seconds", "Seconds since the freshest worker heartbeat.", registry=r
         )
         self.optouts = Counter("optouts", "Opt-outs received (STOP replies).", ["tenant"], registry=r)
+        self.sms_window_messages = Gauge(
+            "sms_window_messages", "Delivered SMS in the tenant's rolling window (its newest, at most 100).",
+            ["tenant"], registry=r,
+        )  # fmt: skip
+        self.sms_window_optouts = Gauge(
+            "sms_window_optouts", "Recipients of the rolling window's SMS who replied STOP after it.",
+            ["tenant"], registry=r,
+        )  # fmt: skip
         self.backup_last_success = Gauge(
             "backup_last_success_timestamp", "Unix time of the newest successful backup.", registry=r
         )

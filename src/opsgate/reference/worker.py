@@ -140,6 +140,13 @@ class WorkerApp:
                 return "unknown-message"
             # The kill switch is checked before the claim, so a held message stays 'queued' throughout.
             if await self._tenant_blocked(conn, found[0]) and not self.defect("kill-switch-ignored"):
+                if self.defect("held-sends-set-aside"):
+                    # Parked "until resume", but nothing on resume looks for parked sends; the sweeper skips them.
+                    await conn.execute(
+                        "UPDATE messages SET next_attempt_at = 'infinity' WHERE id = %s AND status = 'queued'",
+                        (message_id,),
+                    )
+                    return "held"
                 recheck_s = s.tenant_cache_ttl_s
                 await conn.execute(
                     "UPDATE messages SET next_attempt_at = now() + make_interval(secs => %s)"
@@ -255,9 +262,11 @@ class WorkerApp:
                 if status in ("processed", "failed") and not self.defect("duplicate-webhook-processed"):
                     return f"already-{status}"
                 await self._apply_billing_event(conn, event_id, event_type, payload.get("data") or {})
+                # The defect keys the status update by the row id, which never equals an event id: no row changes.
+                key = "id::text" if self.defect("webhook-status-not-saved") else "event_id"
                 cur = await conn.execute(
                     "UPDATE billing_webhook_events SET status = 'processed', attempts = attempts + 1,"
-                    " processed_at = now(), last_error = NULL WHERE event_id = %s"
+                    f" processed_at = now(), last_error = NULL WHERE {key} = %s"
                     " RETURNING extract(epoch FROM processed_at - received_at)",
                     (event_id,),
                 )

@@ -67,14 +67,23 @@ async def test_alert_live(live_alert_name: str, target: Target, evidence: Record
             await run_steps(client, target, spec.restore, steps)
             events.append(("restored", restored))
         if record.verdict == "pass":
+            rolling = None
+            if spec.traffic is not None and spec.traffic_through_restore:
+                stop = asyncio.Event()
+                rolling = asyncio.create_task(drive(client, target, spec.traffic, resolve_s, stop))
             try:
                 resolved = await alerts.wait_notified(spec.alert, "resolved", since=restored, within_s=resolve_s)
                 events.append(("resolved", resolved["received_at"]))
+                stop.set()
                 # Nothing left broken: every alert the trip set off is gone again, not only the one judged.
                 events.append(("steady", await alerts.wait_active_within(steady, within_s=resolve_s)))
             except AlertTimeout as exc:
                 record.verdict = "fail"
                 record.message = str(exc)
+            finally:
+                stop.set()
+                if rolling is not None:
+                    await rolling
     record.samples = [Sample(at, None, True, name) for name, at in events]
     record.finished_at = time.time()
     timeline = ", ".join(f"{name} +{at - events[0][1]:.1f}s" for name, at in events)
