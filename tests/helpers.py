@@ -67,6 +67,16 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
     return total
 
 
+def admin_login(platform: LocalEnvironment) -> dict[str, str]:
+    """Authorization for the admin API of ``platform``: a service-account session token."""
+    c = platform.credentials
+    response = httpx.post(
+        f"{platform.api_url}/auth/login", json={"username": c.service_user, "password": c.service_password}
+    )
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
 def local_target_as_external(path: Path) -> Path:
     """Write targets/local.yaml to ``path`` as an external target: the session's running platform, nothing started.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ import psycopg
 import pytest
 
 from helpers import (
+    BACKUP_INTERVAL_S,
     TIME_SCALE,
     NewTenant,
+    admin_login,
     defects_planted,
     local_target_as_external,
     metric_value,
@@ -34,6 +37,20 @@ pytestmark = pytest.mark.platform
 
 STUCK_AFTER_S = 600 * TIME_SCALE  # the gates' sql_durations: {stuck_after_s: 10m}, scaled
 PAST_THE_AGE_S = STUCK_AFTER_S + 1.5
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnvironment]:
+    """A platform of this module's own: the gates count every stuck row, so no other test's work may be there."""
+    log_dir = tmp_path_factory.mktemp("stuck-platform-logs")
+    environment = LocalEnvironment(log_dir, time_scale=TIME_SCALE, backup_interval_s=BACKUP_INTERVAL_S, defects="")
+    with environment:
+        yield environment
+
+
+@pytest.fixture(scope="module")
+def admin_headers(platform: LocalEnvironment) -> dict[str, str]:
+    return admin_login(platform)
 
 
 @pytest.fixture(scope="module")
