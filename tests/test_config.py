@@ -70,6 +70,14 @@ def test_local_target_loads() -> None:
         "billing-webhook-processed",
         "stop-blocks-next-send",
         "dnc-blocks-any-format",
+        "billing-webhook-forged-refused",
+        "forged-provider-reply-refused",
+        "budget-enforced",
+        "quiet-hours-enforced",
+        "quiet-hours-contact-timezone",
+        "suspend-blocks-sends",
+        "suspend-notifies",
+        "activate-restores-sends",
     ]
     assert target.freshness[0].max_age == 86400 and target.browser[0].name == "admin-kill-switch-state"
     assert [d.name for d in target.drills] == [

@@ -17,6 +17,7 @@ DEFECTS = "worker-acks-without-send,readiness-ignores-redis,slow-messages-route"
 CAUGHT_BY = {
     "flow[send-sms-delivered]": "worker-acks-without-send",
     "flow[stop-blocks-next-send]": "worker-acks-without-send",  # the provider records no delivery before STOP
+    "flow[activate-restores-sends]": "worker-acks-without-send",  # the provider records no delivery after it
     "health[api:/readyz]": "readiness-ignores-redis",
     "gate[send-message-p95]": "slow-messages-route",
     "slo[send-message]": "slow-messages-route",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import re
 import secrets
@@ -61,9 +62,21 @@ def problem_of(step: FlowStep, observed: HttpObservation) -> str | None:
     return None
 
 
+def zone_at_hour(local_hour: int, now: datetime.datetime | None = None) -> str:
+    """An ``Etc/GMT`` zone in which it is now ``local_hour`` o'clock (UTC-12 .. UTC+14; Etc/GMT signs are inverted)."""
+    utc_hour = (now or datetime.datetime.now(datetime.UTC)).astimezone(datetime.UTC).hour
+    offset = (local_hour - utc_hour) % 24
+    if offset > 14:
+        offset -= 24
+    return "Etc/GMT" + (f"{-offset:+d}" if offset else "")
+
+
 def fresh_variables() -> dict[str, str]:
-    """``{uuid}`` (32 hex digits) and ``{digits}`` (6 decimal digits, e.g. a unique phone number's tail)."""
-    return {"uuid": uuid.uuid4().hex, "digits": f"{secrets.randbelow(10**6):06d}"}
+    """``{uuid}`` (32 hex digits), ``{digits}`` (6 decimal digits, e.g. a unique phone number's tail) and
+    ``{zone_at_HH}`` for HH 00..23 (a time zone where it is now HH o'clock: time-of-day rules, e.g. quiet hours)."""
+    now = datetime.datetime.now(datetime.UTC)
+    zones = {f"zone_at_{hour:02d}": zone_at_hour(hour, now) for hour in range(24)}
+    return {"uuid": uuid.uuid4().hex, "digits": f"{secrets.randbelow(10**6):06d}", **zones}
 
 
 async def send_step(

@@ -355,7 +355,7 @@ async def send_message(request: Request) -> Response:
 def _check_send_gates(c: ApiContext, tenant_row: tuple[Any, ...], body: SendMessage) -> str:
     """Tenant state, recipient format and quiet hours; returns the normalised recipient."""
     status, paused, region, tenant_tz, qh_start, qh_end = tenant_row[:6]
-    if status == "suspended":
+    if status == "suspended" and not c.defect("suspension-ignored"):
         raise RejectedSend("TENANT_SUSPENDED", "the tenant is suspended", 403)
     if paused and not c.defect("kill-switch-ignored"):
         raise RejectedSend("SENDING_PAUSED", "the tenant's kill switch is on: sending is paused", 409)
@@ -368,6 +368,9 @@ def _check_send_gates(c: ApiContext, tenant_row: tuple[Any, ...], body: SendMess
     tz = sending.zone("UTC" if c.defect("quiet-hours-server-time") else (body.timezone or tenant_tz))
     if body.timezone:
         sending.zone(body.timezone)  # an unknown zone is refused even when the defect ignores it
+    wraps = qh_start is not None and qh_end is not None and qh_start > qh_end
+    if c.defect("quiet-hours-no-wrap") and wraps:
+        qh_end = qh_start  # the bug: a window across midnight (21 -> 9) is read as empty
     if sending.in_quiet_hours(datetime.now(UTC), tz, qh_start, qh_end):
         raise RejectedSend("QUIET_HOURS", f"quiet hours {qh_start}:00-{qh_end}:00 in {tz.key}", 422)
     return recipient
@@ -515,7 +518,12 @@ async def suspend_tenant(request: Request) -> Response:
 
 async def activate_tenant(request: Request) -> Response:
     c = ctx(request)
-    result = await _set_tenant(c, request, "UPDATE tenants SET status = 'active'", (), "tenant.activated", {})
+    update = (
+        "UPDATE tenants SET status = status"
+        if c.defect("activation-not-saved")
+        else ("UPDATE tenants SET status = 'active'")
+    )
+    result = await _set_tenant(c, request, update, (), "tenant.activated", {})
     await post_event(
         c.http,
         c.settings.monitoring_webhook_url,
@@ -695,7 +703,10 @@ async def inbound_reply(request: Request) -> Response:
     """A recipient's reply relayed by the provider; STOP adds the sender to do-not-contact (seed 001)."""
     c = ctx(request)
     raw = await request.body()
-    if not signing.verify(c.settings.provider_webhook_secret, raw, request.headers.get("x-provider-signature")):
+    signature = request.headers.get("x-provider-signature")
+    if not c.defect("webhook-signature-unchecked") and not signing.verify(
+        c.settings.provider_webhook_secret, raw, signature
+    ):
         raise ApiError(401, "INVALID_SIGNATURE", "x-provider-signature does not match the body")
     try:
         reply = InboundReply.model_validate_json(raw)

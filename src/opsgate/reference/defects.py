@@ -54,17 +54,32 @@ CATALOGUE: dict[str, Defect] = {
         Defect(
             "budget-not-enforced",
             "the daily budget is not checked",
-            "budget flow",
+            "flow[budget-enforced]: the send over the day's budget must get 402",
         ),
         Defect(
             "quiet-hours-server-time",
             "quiet hours are evaluated in the server's UTC time instead of the contact's timezone",
-            "quiet-hours flow",
+            "flow[quiet-hours-contact-timezone]: a contact at 23:00 refused, one at 15:00 accepted, whatever UTC says",
+        ),
+        Defect(
+            "quiet-hours-no-wrap",
+            "a quiet-hours window that crosses midnight (21 -> 9) is read as empty: night sends go out",
+            "flow[quiet-hours-enforced]: a send at 23:00 in the tenant's time zone must get 422",
+        ),
+        Defect(
+            "suspension-ignored",
+            "PATCH /tenants/{id}/suspend is recorded but a suspended tenant's sends are still accepted",
+            "flow[suspend-blocks-sends]: a send after the suspension must get 403",
+        ),
+        Defect(
+            "activation-not-saved",
+            "PATCH /tenants/{id}/activate is audited and answered 200 but the tenant stays suspended",
+            "flow[activate-restores-sends]: after the activation the tenant reads active and its send is delivered",
         ),
         Defect(
             "webhook-signature-unchecked",
-            "billing webhooks are accepted without checking the signature",
-            "signed-webhook flow (bad signature must get 401)",
+            "billing webhooks and provider replies are accepted without checking the signature",
+            "flow[billing-webhook-forged-refused] and flow[forged-provider-reply-refused]: a bad signature gets 401",
         ),
         Defect(
             "duplicate-webhook-processed",

@@ -609,9 +609,9 @@ async def record_event(request: Request) -> Response:
 
 
 async def list_events(request: Request) -> Response:
-    """Recorded monitoring events in arrival order, filtered on the event's ``type`` field."""
-    wanted = request.query_params.get("type")
-    events = [e for e in sandbox_state(request).events if wanted is None or e.get("type") == wanted]
+    """Recorded monitoring events in arrival order, filtered on their fields (``?type=tenant.suspended&tenant_id=``)."""
+    wanted = dict(request.query_params)
+    events = [e for e in sandbox_state(request).events if all(str(e.get(k)) == v for k, v in wanted.items())]
     return JSONResponse({"count": len(events), "events": events})
 
 
