@@ -30,6 +30,7 @@ ENVIRON = {
     "SERVICE_USER": "ops-bot",
     "SERVICE_PASSWORD": "service-pw",
     "BILLING_WEBHOOK_SECRET": "billing-whsec",
+    "BILLING_WEBHOOK_SECRET_NEXT": "billing-whsec-next",
     "PROVIDER_WEBHOOK_SECRET": "provider-whsec",
     "PROVIDER_API_KEY": "provider-key",
 }
@@ -88,6 +89,7 @@ def test_local_target_loads() -> None:
         "kill-switch",
         "maintenance-mode",
         "postgres-latency",
+        "webhook-secret-rotation",
     ]
     assert target.drills[1].fault.repeat == 2 and target.drills[1].traffic[0].phase == "before"
     assert [(s.name, s.p95_ms, s.load.rate_per_s) for s in target.slos] == [
@@ -103,6 +105,7 @@ def test_local_target_loads() -> None:
     assert target.auth is not None and target.auth.service_user == "ops-bot"
     assert target.source == ROOT / "targets" / "local.yaml"
     assert {"token-abc", "service-pw", "pg-secret-1", "redis-secret-2", "provider-key"} <= target.secret_values
+    assert "billing-whsec-next" in target.secret_values
     assert ENVIRON["DATABASE_URL"] in target.secret_values
     assert "ops-bot" not in target.secret_values
 

@@ -26,6 +26,7 @@ CAUGHT = [
     ("drill and provider-errors", "retries-drop-messages", "failing sends dead-lettered with a reason"),
     ("drill and kill-switch", "kill-switch-ignored", "new sends refused within 60 s"),
     ("postgres-latency", "slow-messages-route", "gate send-message-p95 verdict pass"),
+    ("webhook-secret-rotation", "rotation-keeps-old-secret", "old signature refused after the switch"),
     # the worker never holds a send while the provider is slow: it does not call the provider at all
     ("worker_killed_mid_flight", "worker-acks-without-send", "sends held in flight by the worker"),
     ("graceful_stop", "sigterm-abandons-jobs", "no in-flight send abandoned by the graceful stop"),

@@ -60,6 +60,8 @@ class Credentials:
     billing_webhook_secret: str
     provider_webhook_secret: str
     provider_api_key: str
+    billing_webhook_secret_next: str
+    """The secret a rotation drill switches the api to (``BILLING_WEBHOOK_SECRET_NEXT``)."""
 
     @classmethod
     def generate(cls) -> Credentials:
@@ -78,6 +80,7 @@ class Credentials:
             billing_webhook_secret=token("whsec_"),
             provider_webhook_secret=token("pwsec_"),
             provider_api_key=token("pk_"),
+            billing_webhook_secret_next=token("whsec_"),
         )
 
 
@@ -195,6 +198,7 @@ class LocalEnvironment:
             "SERVICE_USER": c.service_user,
             "SERVICE_PASSWORD": c.service_password,
             "BILLING_WEBHOOK_SECRET": c.billing_webhook_secret,
+            "BILLING_WEBHOOK_SECRET_NEXT": c.billing_webhook_secret_next,
             "PROVIDER_WEBHOOK_SECRET": c.provider_webhook_secret,
             "PROVIDER_API_KEY": c.provider_api_key,
             "PROMETHEUS_URL": self.prometheus_url if self.alert_rules else "",
@@ -494,6 +498,7 @@ class LocalEnvironment:
             "PROVIDER_URL": self.provider_url,
             "PROVIDER_API_KEY": c.provider_api_key,
             "BILLING_WEBHOOK_SECRET": c.billing_webhook_secret,
+            "BILLING_WEBHOOK_SECRET_NEXT": c.billing_webhook_secret_next,
             "PROVIDER_WEBHOOK_SECRET": c.provider_webhook_secret,
             "SERVICE_USER": c.service_user,
             "SERVICE_PASSWORD": c.service_password,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -50,6 +51,7 @@ from opsgate.reference.settings import PlatformSettings, process_start
 
 log = logging.getLogger("opsgate.reference.api")
 MAINTENANCE_KEY = "support.maintenance_mode"  # seed 002's feature flag name
+WEBHOOK_SECRET_KEY = "billing.webhook_secret_active"  # which secret signs billing webhooks: configured | next
 OPTOUT_REFRESH_TIMEOUT_S = 0.5
 SLOW_ROUTE_DELAY_S = 1.5  # the slow-messages-route defect: 3x the 500 ms SLO (seed 001)
 
@@ -639,23 +641,86 @@ async def force_backup(request: Request) -> Response:
     return JSONResponse(_backup_json(c), status_code=201)
 
 
+# --- webhook secret rotation --------------------------------------------------------------------
+
+
+async def webhook_secrets(c: ApiContext, conn: psycopg.AsyncConnection[Any]) -> tuple[str, list[str]]:
+    """Which billing webhook secret is active (``configured`` or ``next``) and the secrets that verify a signature.
+
+    After a rotation only the next secret verifies, unless the rotation-keeps-old-secret defect is planted.
+    """
+    active = "next" if await db.get_setting(conn, WEBHOOK_SECRET_KEY, "configured") == "next" else "configured"
+    next_secret = c.settings.billing_webhook_secret_next
+    if active == "configured" or not next_secret:
+        return "configured", [c.settings.billing_webhook_secret]
+    if c.defect("rotation-keeps-old-secret"):
+        return active, [next_secret, c.settings.billing_webhook_secret]
+    return active, [next_secret]
+
+
+def _fingerprint(secret: str) -> str:
+    """A secret's public fingerprint: the first 12 hex digits of its SHA-256 (never the secret itself)."""
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def _secret_json(c: ApiContext, active: str) -> dict[str, Any]:
+    secret = c.settings.billing_webhook_secret_next if active == "next" else c.settings.billing_webhook_secret
+    return {
+        "active": active,
+        "fingerprint": _fingerprint(secret or ""),
+        "next_configured": bool(c.settings.billing_webhook_secret_next),
+    }
+
+
+async def get_webhook_secret(request: Request) -> Response:
+    """Which billing webhook secret is active, as a fingerprint."""
+    c = ctx(request)
+    async with c.db.connection() as conn:
+        await require_admin(conn, request)
+        active, _ = await webhook_secrets(c, conn)
+    return JSONResponse(_secret_json(c, active))
+
+
+async def rotate_webhook_secret(request: Request) -> Response:
+    """PUT switches to the configured next secret (``BILLING_WEBHOOK_SECRET_NEXT``); DELETE rolls back (seed 002)."""
+    c = ctx(request)
+    rotate = request.method == "PUT"
+    async with c.db.connection() as conn:
+        user = await require_admin(conn, request)
+        if rotate and not c.settings.billing_webhook_secret_next:
+            raise ApiError(409, "NO_NEXT_SECRET", "BILLING_WEBHOOK_SECRET_NEXT is not configured: nothing to rotate to")
+        active = "next" if rotate else "configured"
+        async with conn.transaction():
+            await db.set_setting(conn, WEBHOOK_SECRET_KEY, active)
+            await db.audit(
+                conn,
+                tenant_id=None,
+                module="billing",
+                action="webhook_secret.rotated" if rotate else "webhook_secret.rolled_back",
+                entity_type="setting",
+                entity_id=WEBHOOK_SECRET_KEY,
+                actor=user,
+            )
+    return JSONResponse(_secret_json(c, active))
+
+
 # --- webhooks -----------------------------------------------------------------------------------
 
 
 async def billing_webhook(request: Request) -> Response:
-    """Signed billing webhook: stored as pending, then enqueued; idempotent by event id (seed 002)."""
+    """Signed billing webhook (active secret): stored as pending, then enqueued; idempotent by event id (seed 002)."""
     c = ctx(request)
     raw = await request.body()
-    if not c.defect("webhook-signature-unchecked") and not signing.verify(
-        c.settings.billing_webhook_secret, raw, request.headers.get("x-sandbox-signature")
-    ):
-        raise ApiError(401, "INVALID_SIGNATURE", "x-sandbox-signature does not match the body")
-    try:
-        event = BillingEvent.model_validate_json(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ApiError(422, "INVALID_REQUEST", f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     async with c.db.connection() as conn:
+        _, secrets = await webhook_secrets(c, conn)
+        signature = request.headers.get("x-sandbox-signature")
+        if not c.defect("webhook-signature-unchecked") and not any(signing.verify(s, raw, signature) for s in secrets):
+            raise ApiError(401, "INVALID_SIGNATURE", "x-sandbox-signature does not match the body")
+        try:
+            event = BillingEvent.model_validate_json(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ApiError(422, "INVALID_REQUEST", f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
         await ensure_writable(c, conn)
         cur = await conn.execute(
             "INSERT INTO billing_webhook_events (id, event_id, event_type, payload) VALUES (%s, %s, %s, %s)"
@@ -884,6 +949,8 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/admin/maintenance", get_maintenance, methods=["GET"]),
         Route("/admin/maintenance", put_maintenance, methods=["PUT"]),
         Route("/admin/backups", force_backup, methods=["POST"]),
+        Route("/admin/secrets/billing-webhook", get_webhook_secret, methods=["GET"]),
+        Route("/admin/secrets/billing-webhook", rotate_webhook_secret, methods=["PUT", "DELETE"]),
         Route("/backups/latest", latest_backup),
         Route("/billing/webhooks/sandbox", billing_webhook, methods=["POST"]),
         Route("/billing/webhooks/events/{event_id}", billing_event_status),

@@ -87,6 +87,12 @@ CATALOGUE: dict[str, Defect] = {
             "webhook idempotency flow / worker-to-zero reconciliation",
         ),
         Defect(
+            "rotation-keeps-old-secret",
+            "after PUT /admin/secrets/billing-webhook switches to the next secret, webhooks signed with the old"
+            " (configured) secret are still accepted",
+            "webhook-secret-rotation drill (the old signature must get 401 after the switch)",
+        ),
+        Defect(
             "maintenance-allows-writes",
             "maintenance mode is reported but writes are accepted",
             "maintenance-mode drill",

@@ -32,6 +32,8 @@ class PlatformSettings(BaseModel):
     provider_url: str
     provider_api_key: str
     billing_webhook_secret: str
+    billing_webhook_secret_next: str | None = None
+    """The secret ``PUT /admin/secrets/billing-webhook`` rotates to (none: rotation refused)."""
     provider_webhook_secret: str
     service_user: str = "ops-bot"
     service_password: str
@@ -108,6 +110,7 @@ _REQUIRED = {
 _OPTIONAL = {
     "SERVICE_USER": "service_user",
     "MONITORING_WEBHOOK_URL": "monitoring_webhook_url",
+    "BILLING_WEBHOOK_SECRET_NEXT": "billing_webhook_secret_next",
     "OPSGATE_TIME_SCALE": "time_scale",
     "BACKUP_DIR": "backup_dir",
     "BACKUP_INTERVAL_S": "backup_interval_s",
