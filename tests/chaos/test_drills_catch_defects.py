@@ -37,6 +37,9 @@ CAUGHT = [
     ("redelivered_webhooks", "duplicate-webhook-processed", "each event applied exactly once"),
     ("kill_switch_admin_page", "kill-switch-ignored", "new sends refused"),
     ("backup_restore", "backup-omits-table", "table audit_events missing from the restored database"),
+    # Pro -> Core leaves Pro's modules behind; cancellation takes the admin overrides with the plan's rows
+    ("plan_change_entitlements", "plan-change-keeps-old-modules", "plan-sourced modules and flags match Core"),
+    ("cancellation_entitlements", "cancellation-drops-overrides", "overrides intact after the cancellation"),
 ]
 
 

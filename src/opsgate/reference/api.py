@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from opsgate.reference import admin_page, db, sending, signing
+from opsgate.reference import admin_page, db, entitlements, sending, signing
 from opsgate.reference.auth import (
     SESSION_COOKIE,
     SESSION_TTL_S,
@@ -94,6 +94,12 @@ class Maintenance(_Body):
 
 class DncEntry(_Body):
     phone: str
+
+
+class Override(_Body):
+    kind: Literal["module", "feature_flag"]
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    enabled: bool = True
 
 
 class BillingEvent(BaseModel):
@@ -558,6 +564,31 @@ async def get_tenant(request: Request) -> Response:
     return JSONResponse(tenant)
 
 
+async def set_override(request: Request) -> Response:
+    """An admin override of one module or feature flag (seed 002: kept through plan changes and cancellation)."""
+    c = ctx(request)
+    tenant_id = parse_uuid(request.path_params["tenant_id"], "tenant")
+    body = await parse_body(request, Override)
+    async with c.db.connection() as conn:
+        user = await require_admin(conn, request)
+        await ensure_writable(c, conn)
+        async with conn.transaction():
+            if await db.tenant_state(conn, tenant_id) is None:
+                raise ApiError(404, "NOT_FOUND", "no such tenant")
+            await entitlements.set_override(conn, tenant_id, body.kind, body.name, body.enabled)
+            await db.audit(
+                conn,
+                tenant_id=tenant_id,
+                module="tenants",
+                action="tenant.entitlement_overridden",
+                entity_type="tenant",
+                entity_id=tenant_id,
+                actor=user,
+                payload=body.model_dump(),
+            )
+    return JSONResponse({"tenant_id": tenant_id, "source": "override", **body.model_dump()})
+
+
 async def create_tenant(request: Request) -> Response:
     """Register a tenant; its API token is returned once and stored hashed."""
     c = ctx(request)
@@ -945,6 +976,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/admin/login", admin_login_form, methods=["GET"]),
         Route("/admin/login", admin_login_submit, methods=["POST"]),
         Route("/admin/tenants", create_tenant, methods=["POST"]),
+        Route("/admin/tenants/{tenant_id}/overrides", set_override, methods=["PUT"]),
         Route("/admin/tenants/{tenant_id}/{action:str}", admin_kill_switch, methods=["POST"]),
         Route("/admin/maintenance", get_maintenance, methods=["GET"]),
         Route("/admin/maintenance", put_maintenance, methods=["PUT"]),

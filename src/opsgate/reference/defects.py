@@ -129,6 +129,16 @@ CATALOGUE: dict[str, Defect] = {
             "gate[billing-events-not-stuck] (pending longer than the sweeper can explain)",
         ),
         Defect(
+            "plan-change-keeps-old-modules",
+            "a plan change adds the new plan's modules but leaves the old plan's plan-sourced modules behind",
+            "plan_change_entitlements drill (Pro -> Core: the plan-sourced modules do not match Core's)",
+        ),
+        Defect(
+            "cancellation-drops-overrides",
+            "a subscription cancellation deletes the tenant's override modules and flags along with the plan's",
+            "cancellation_entitlements drill (overrides intact after subscription.canceled)",
+        ),
+        Defect(
             "held-sends-set-aside",
             "a send held by the kill switch is acked and parked instead of delayed: after resume it stays"
             " queued for good, out of the outbox sweeper's reach",

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from opsgate.reference import db, provider_client
+from opsgate.reference import db, entitlements, provider_client
 from opsgate.reference.database import Database, make_pool
 from opsgate.reference.errors import ApiError
 from opsgate.reference.httpserver import embedded_server
@@ -295,10 +295,16 @@ class WorkerApp:
         if await cur.fetchone() is None:
             raise PermanentEventError(f"unknown tenant {tenant_id!r}")
         if event_type in ("subscription.created", "subscription.plan_changed"):
-            plan = str(data.get("plan") or data.get("planId") or "core")
-            await conn.execute("UPDATE tenants SET plan = %s WHERE id = %s", (plan, tenant_id))
+            # Seed 002 posts a plan id (``planId``); a plan code (``plan``) is accepted too.
+            try:
+                plan = await entitlements.find_plan(conn, str(data.get("planId") or data.get("plan") or "core"))
+            except entitlements.UnknownPlan as exc:
+                raise PermanentEventError(str(exc)) from None
+            keep_old = self.defect("plan-change-keeps-old-modules")
+            await entitlements.apply_plan(conn, tenant_id, plan, keep_old=keep_old)
         elif event_type == "subscription.canceled":
-            await conn.execute("UPDATE tenants SET plan = 'none' WHERE id = %s", (tenant_id,))
+            drop_overrides = self.defect("cancellation-drops-overrides")
+            await entitlements.remove_plan(conn, tenant_id, drop_overrides=drop_overrides)
         await db.audit(
             conn,
             tenant_id=tenant_id,
