@@ -79,6 +79,8 @@ def test_local_target_loads() -> None:
         "suspend-blocks-sends",
         "suspend-notifies",
         "activate-restores-sends",
+        "resume-restores-sends",
+        "dnc-contact-receives-nothing",
     ]
     assert target.freshness[0].max_age == 86400 and target.browser[0].name == "admin-kill-switch-state"
     assert [d.name for d in target.drills] == [

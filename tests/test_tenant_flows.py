@@ -25,8 +25,13 @@ FLOWS = {
     "flow[suspend-blocks-sends]",
     "flow[suspend-notifies]",
     "flow[activate-restores-sends]",
+    "flow[resume-restores-sends]",
+    "flow[dnc-contact-receives-nothing]",
 }
-MATCH = "forged-refused or forged-provider or budget-enforced or quiet-hours or suspend or activate-restores"
+MATCH = (
+    "forged-refused or forged-provider or budget-enforced or quiet-hours or suspend or activate-restores"
+    " or resume-restores or dnc-contact-receives"
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +75,8 @@ NON_INTERACTING = {
     },
     "suspension-ignored": {"flow[suspend-blocks-sends]": "expected status 403, got 202"},
     "activation-not-saved": {"flow[activate-restores-sends]": "status: expected 'active', got 'suspended'"},
+    "resume-ignored": {"flow[resume-restores-sends]": "paused: expected False, got True"},
+    "dnc-check-skipped": {"flow[dnc-contact-receives-nothing]": "expected status 422, got 202"},
 }
 
 

@@ -331,7 +331,7 @@ async def send_message(request: Request) -> Response:
             raise ApiError(404, "NOT_FOUND", "no such tenant")
         try:
             recipient = _check_send_gates(c, row, body)
-            if body.channel == "sms":
+            if body.channel == "sms" and not c.defect("dnc-check-skipped"):
                 dnc_key = body.to if c.defect("dnc-skips-unnormalised") else recipient
                 cur = await conn.execute(
                     "SELECT 1 FROM do_not_contact WHERE tenant_id = %s AND phone_e164 = %s",
@@ -505,7 +505,8 @@ async def pause_tenant(request: Request) -> Response:
 
 async def resume_tenant(request: Request) -> Response:
     c = ctx(request)
-    return JSONResponse(await _set_tenant(c, request, "UPDATE tenants SET paused = false", (), "tenant.resumed", {}))
+    update = "UPDATE tenants SET paused = paused" if c.defect("resume-ignored") else "UPDATE tenants SET paused = false"
+    return JSONResponse(await _set_tenant(c, request, update, (), "tenant.resumed", {}))
 
 
 async def suspend_tenant(request: Request) -> Response:

@@ -67,6 +67,16 @@ CATALOGUE: dict[str, Defect] = {
             "flow[quiet-hours-enforced]: a send at 23:00 in the tenant's time zone must get 422",
         ),
         Defect(
+            "dnc-check-skipped",
+            "sends never consult the do-not-contact list: listed contacts keep receiving messages",
+            "flow[dnc-contact-receives-nothing]: the send to a listed contact must get 422, the provider record none",
+        ),
+        Defect(
+            "resume-ignored",
+            "POST /tenants/{id}/resume answers 200 and is audited but the tenant stays paused",
+            "flow[resume-restores-sends]: after the resume the tenant reads paused=false and its send is delivered",
+        ),
+        Defect(
             "suspension-ignored",
             "PATCH /tenants/{id}/suspend is recorded but a suspended tenant's sends are still accepted",
             "flow[suspend-blocks-sends]: a send after the suspension must get 403",
