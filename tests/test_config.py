@@ -56,6 +56,8 @@ def test_local_target_loads() -> None:
     assert [g.name for g in target.gates] == [
         "api-p95",
         "send-message-p95",
+        "delivered-within-5m",
+        "webhook-processing-lag",
         "api-error-ratio",
         "db-pool",
         "no-paging-alert-firing",
@@ -64,7 +66,10 @@ def test_local_target_loads() -> None:
         "billing-events-not-stuck",
         "sends-not-stuck",
     ]
-    assert target.gates[0].judged_on_delta and not target.gates[3].judged_on_delta
+    assert target.gates[0].judged_on_delta and not target.gates[5].judged_on_delta
+    delivery = target.gates[2].delivery
+    assert delivery is not None and (delivery.count, delivery.rate_per_s, delivery.within) == (60, 20, 300.0)
+    assert target.gates[3].judged_on_delta and target.gates[3].scale_threshold
     assert target.gates[-1].sql_durations == {"stuck_after_s": 600.0}
     assert [f.name for f in target.flows] == [
         "send-sms-delivered",
@@ -331,6 +336,31 @@ MALFORMED = {
         MINIMAL + "gates:\n  - {name: g, sql: 'select %(a)s', sql_durations: {a: 600}, op: '==', threshold: 0}\n",
         "gates[0].sql_durations.a: expected a duration like '5m', got 600",
     ),
+    "delivery-without-limit": (
+        MINIMAL + "gates:\n  - {name: g, delivery: {send: {path: /m}, count: 5, rate_per_s: 5},"
+        " op: '>=', threshold: 1}\n",
+        "gates[0].delivery.within: missing required field",
+    ),
+    "delivery-limit-bare-number": (
+        MINIMAL + "gates:\n  - {name: g, delivery: {send: {path: /m}, count: 5, rate_per_s: 5, within: 300},"
+        " op: '>=', threshold: 1}\n",
+        "gates[0].delivery.within: expected a duration like '5m', got 300",
+    ),
+    "delivery-count-zero": (
+        MINIMAL + "gates:\n  - {name: g, delivery: {send: {path: /m}, count: 0, rate_per_s: 5, within: 5m},"
+        " op: '>=', threshold: 1}\n",
+        "gates[0].delivery.count: expected an integer >= 1 and <= 10000, got 0",
+    ),
+    "delivery-record-path": (
+        MINIMAL + "gates:\n  - {name: g, delivery: {send: {path: /m}, count: 5, rate_per_s: 5, within: 5m,"
+        " record: {path: deliveries}}, op: '>=', threshold: 1}\n",
+        "gates[0].delivery.record.path: expected a path starting with '/', got 'deliveries'",
+    ),
+    "delivery-with-window": (
+        MINIMAL + "gates:\n  - {name: g, delivery: {send: {path: /m}, count: 5, rate_per_s: 5, within: 5m},"
+        " window: 1m, op: '>=', threshold: 1}\n",
+        "gates[0].window: expected no window for a delivery gate (its sends are its window), got 'a window'",
+    ),
     "count-window-without-size": (
         MINIMAL + "alerts:\n  thresholds:\n  - {alert: A, source: {runbook: r, section: s, quote: q}, threshold: 3%,"
         " severity: warning, input: {kind: count_window, metric: hits, denominator: {name: held}}}\n",
@@ -468,6 +498,8 @@ def test_public_names() -> None:
             "CommandControl",
             "Control",
             "Datastores",
+            "DeliveryRecord",
+            "DeliverySource",
             "Duration",
             "Expect",
             "HealthCheck",

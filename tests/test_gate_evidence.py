@@ -20,6 +20,7 @@ CAUGHT_BY = {
     "flow[activate-restores-sends]": "worker-acks-without-send",  # the provider records no delivery after it
     "health[api:/readyz]": "readiness-ignores-redis",
     "gate[send-message-p95]": "slow-messages-route",
+    "gate[delivered-within-5m]": "worker-acks-without-send",  # 0 of its sends in the provider's record
     "slo[send-message]": "slow-messages-route",
     # Also caught elsewhere: a worker that never calls the provider cannot see it fail, so the
     # failure-rate alert never fires during the live check.

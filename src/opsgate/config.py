@@ -49,6 +49,8 @@ __all__ = [
     "CommandControl",
     "Control",
     "Datastores",
+    "DeliveryRecord",
+    "DeliverySource",
     "DrillExpect",
     "DrillFault",
     "DrillLogs",
@@ -474,6 +476,41 @@ class HttpSource(_Section):
     headers: dict[str, str] = {}
 
 
+class DeliveryRecord(_Section):
+    """Where the provider keeps its own record of deliveries (the ground truth): a GET answering a JSON list.
+
+    ``path`` may use ``{since}`` (unix seconds, the first send's time) to narrow the list; each item names the
+    message in ``id`` and the time the provider received it (unix seconds) in ``at``.
+    """
+
+    service: _Name = "provider"
+    path: Annotated[str, AfterValidator(_url_path)] = "/deliveries?since={since}"
+    headers: dict[str, str] = {}
+    items: _Name = "deliveries"
+    """Dotted path of the list of deliveries in the answer."""
+    id: _Name = "message_id"
+    """Field of a delivery naming the message (the send's ``id_field``)."""
+    at: _Name = "received_at"
+    """Field of a delivery with the unix time the provider received it."""
+
+
+class DeliverySource(_Section):
+    """Send ``count`` messages at ``rate_per_s`` and measure the share the provider recorded ``within`` the limit.
+
+    Each message is timed from its acceptance (the send's answer, e.g. 202) to the provider's own record.
+    ``within`` is scaled by ``time_scale`` (floor 1 s). Every send counts: a refused one is undelivered.
+    """
+
+    send: FlowStep
+    id_field: _Name = "id"
+    """Field of the send's JSON answer holding the message id (as the provider's record names it)."""
+    count: Annotated[int, _number(int, ge=1, le=10_000)]
+    rate_per_s: Annotated[float, _number(float, gt=0, le=500)]
+    within: _PositiveDuration
+    """The delivery limit ("delivered within 5 minutes"), from acceptance to the provider's record."""
+    record: DeliveryRecord = DeliveryRecord()
+
+
 _SQL_NAMES = re.compile(r"%\((\w+)\)s")
 
 
@@ -494,6 +531,8 @@ class GateSpec(_Section):
     redis_key: _Name | None = None
     """A Redis key read on ``datastores.redis``: a number (GET) or a collection's length (LLEN, ZCARD...).
     Seed 001: ``redis-cli GET "rate:tenant:<id>:<minute>"``."""
+    delivery: DeliverySource | None = None
+    """Messages sent by the gate, judged by the share the provider recorded within a limit (a ratio 0..1)."""
     op: Literal["<", "<=", ">", ">=", "==", "!="]
     threshold: Annotated[float, _number(float)]
     unit: str = ""
@@ -517,9 +556,12 @@ class GateSpec(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> GateSpec:
-        given = [k for k in ("metric", "http", "sql", "promql", "redis_key") if getattr(self, k) is not None]
+        sources = ("metric", "http", "sql", "promql", "redis_key", "delivery")
+        given = [k for k in sources if getattr(self, k) is not None]
         if len(given) != 1:
-            raise _FieldProblem("exactly one source of metric, http, sql, promql, redis_key", given or "none")
+            raise _FieldProblem(f"exactly one source of {', '.join(sources)}", given or "none")
+        if self.delivery is not None and self.window is not None:
+            raise _FieldProblem("no window for a delivery gate (its sends are its window)", "a window", at=("window",))
         if self.sql_durations:
             named = set(_SQL_NAMES.findall(self.sql or ""))
             if self.sql is None or named != set(self.sql_durations):

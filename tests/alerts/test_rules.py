@@ -87,6 +87,12 @@ def test_packaged_runbooks_are_verbatim_copies_of_the_seeds(target: Target) -> N
          "rule compares with '>=', the runbook says '>'", True),
         ("QueueBacklogCritical", "> 10000\n        for: 5m\n        labels: {severity: critical}",
          "> 10000\n        for: 5m\n        labels: {}", "severity label None, documented 'critical'", True),
+        # "<" thresholds (delivery rate): a flipped comparator or a lower bar is caught, and fails at the boundary.
+        ("DeliveryRateLow", "> 0) < 0.95\n", "> 0) > 0.95\n", "rule compares with '>', the runbook says '<'", True),
+        ("DeliveryRateCritical", "> 0) < 0.9\n", "> 0) < 0.85\n",
+         "rule threshold 0.85 differs from the documented 90% (= 0.9)", True),
+        ("WebhookLagHigh", "[5m]))) > 30\n", "[5m]))) > 60\n",
+         "rule threshold 60 differs from the documented 30s (= 30)", True),
     ],
 )  # fmt: skip
 def test_drift_is_caught_with_both_values(

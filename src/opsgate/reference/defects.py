@@ -34,7 +34,8 @@ CATALOGUE: dict[str, Defect] = {
         Defect(
             "worker-acks-without-send",
             "the worker marks messages delivered without calling the provider",
-            "flow[send-sms-delivered] ground truth: provider sandbox records no delivery",
+            "flow[send-sms-delivered] ground truth: provider sandbox records no delivery; gate[delivered-within-5m]"
+            " (0 of its sends in the provider's record)",
         ),
         Defect(
             "retries-drop-messages",
@@ -131,6 +132,12 @@ CATALOGUE: dict[str, Defect] = {
             "outbox-sweeper-off",
             "the outbox sweeper never runs: overdue work is not re-enqueued nor counted as retrying",
             "worker-to-zero drill (retrying metric and BillingWebhookRetrying)",
+        ),
+        Defect(
+            "webhook-processing-slow",
+            "the worker holds every billing webhook event 3x the 30 s lag limit (scaled, at least 3 s) before"
+            " processing it",
+            "gate[webhook-processing-lag] (p99 receipt-to-processed above its scaled 30 s bound)",
         ),
         Defect(
             "webhook-status-not-saved",

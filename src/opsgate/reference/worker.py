@@ -39,6 +39,7 @@ from opsgate.reference.settings import PlatformSettings, process_start
 
 log = logging.getLogger("opsgate.reference.worker")
 HEARTBEAT_TTL_S = 24 * 3600.0
+WEBHOOK_LAG_LIMIT_S = 30.0  # seed 001: "**Webhook Processing:** < 30 seconds lag"
 PLAN_EVENTS = {"subscription.created", "subscription.plan_changed", "subscription.canceled"}
 AUDIT_ONLY_EVENTS = {"invoice.paid", "invoice.payment_failed", "invoice.created"}
 
@@ -249,6 +250,8 @@ class WorkerApp:
     async def process_billing_event(self, job: Job, token: str) -> str:
         """Apply one billing event exactly once: side effects, audit row and status in one transaction."""
         event_id = str(job.data["event_id"])
+        if self.defect("webhook-processing-slow"):
+            await asyncio.sleep(self.settings.scaled(WEBHOOK_LAG_LIMIT_S * 3, 3.0))
         try:
             async with self.db.connection() as conn, conn.transaction():
                 cur = await conn.execute(
