@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import local_target_as_external, poll, run_opsgate
+from helpers import defects_planted, local_target_as_external, poll, run_opsgate
 from opsgate.config import Target, load_target
 from opsgate.diagnosis import diagnose, explain
 from opsgate.environments.local import LocalEnvironment
@@ -143,3 +143,18 @@ async def test_redis_stopped_redis_ping_fails(
     flow = checks[FLOW]
     assert flow["verdict"] == "fail" and "worker-running ok (" in flow["message"], flow
     assert "; redis-ping FAILED (Redis does not answer PING: " in flow["message"]
+
+
+def test_defect_worker_health_route_missing_fails_worker_running(
+    platform: LocalEnvironment, external_target: Path, tmp_path: Path
+) -> None:
+    """The worker runs and its probes pass, but the runbook's ``curl .../health`` answers 404: only this catches it."""
+    with defects_planted(platform, "worker-health-route-missing"):
+        checks = gate(platform, external_target, tmp_path, f"{DIAGNOSIS} or worker:/")
+
+    worker, ping, queue = (checks[i] for i in STEP_IDS)
+    assert worker["verdict"] == "fail", worker
+    url = f"{platform.worker_urls[0]}/health"
+    assert worker["message"].startswith(f"worker-running FAILED (GET {url}: expected status 200, got 404: "), worker
+    assert (ping["verdict"], queue["verdict"]) == ("pass", "pass")
+    assert [checks[f"health[worker:{path}]"]["verdict"] for path in ("/healthz", "/readyz")] == ["pass", "pass"]
