@@ -7,6 +7,7 @@ checks beside this module, using the same fixtures (``target``, ``evidence``).
 from opsgate.suite.test_alerts import test_alert_lint, test_alert_routing, test_alert_rule
 from opsgate.suite.test_alerts_live import test_alert_live
 from opsgate.suite.test_browser import test_browser
+from opsgate.suite.test_diagnosis import test_diagnosis
 from opsgate.suite.test_flows import test_flow
 from opsgate.suite.test_freshness import test_freshness
 from opsgate.suite.test_gates import test_gate
@@ -20,6 +21,7 @@ __all__ = [
     "test_browser",
     "test_datastore",
     "test_datastore_connections",
+    "test_diagnosis",
     "test_flow",
     "test_freshness",
     "test_gate",

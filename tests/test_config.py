@@ -87,6 +87,19 @@ def test_local_target_loads() -> None:
         "resume-restores-sends",
         "dnc-contact-receives-nothing",
     ]
+    diagnosed = {f.name for f in target.flows if f.diagnose == "messages-not-sending"}
+    assert diagnosed == {"send-sms-delivered", "stop-blocks-next-send", "activate-restores-sends", "resume-restores-sends"}
+    assert {f.diagnose for f in target.flows} == {"messages-not-sending", None}
+    diagnosis = target.diagnoses["messages-not-sending"]
+    assert [(s.id, s.claim) for s in diagnosis] == [
+        ("worker-running", "seed-001.diagnosis.worker-running"),
+        ("redis-ping", "seed-001.diagnosis.redis-ping"),
+        ("send-queue", "seed-001.diagnosis.send-queue"),
+    ]
+    worker = diagnosis[0].http
+    assert worker is not None and (worker.service, worker.path) == ("worker", "/health")
+    assert worker.expect.json == {"status": "ok"}
+    assert (diagnosis[1].ping, diagnosis[2].queue, diagnosis[2].timeout) == ("redis", "send-messages", 6.0)
     assert target.freshness[0].max_age == 86400 and target.browser[0].name == "admin-kill-switch-state"
     assert [d.name for d in target.drills] == [
         "worker-to-zero",
@@ -184,6 +197,7 @@ def test_datastore_command_control_parses() -> None:
 
 
 API = MINIMAL + "services:\n  api:\n    url: http://api\n"
+DIAGNOSIS_REDIS = "datastores: {redis: {url: 'redis://r'}}\nqueues:\n  - {name: q, layout: bullmq}\n"
 CHECK = API + "    health:\n      - path: /healthz\n"
 
 MALFORMED = {
@@ -216,8 +230,8 @@ MALFORMED = {
     "unknown-field-far": (
         MINIMAL + "colour: blue\n",
         "colour: unknown field (expected one of: name, environment, provider, time_scale, secrets, platform, "
-        "containers, services, datastores, queues, metrics, auth, gates, flows, freshness, browser, alerts, drills, "
-        "slos, claims)",
+        "containers, services, datastores, queues, metrics, auth, gates, flows, diagnoses, freshness, browser, alerts, "
+        "drills, slos, claims)",
     ),
     "path-without-slash": (
         API + "    health:\n      - path: healthz\n",
@@ -366,6 +380,63 @@ MALFORMED = {
         " severity: warning, input: {kind: count_window, metric: hits, denominator: {name: held}}}\n",
         "alerts.thresholds[0].input: expected a size and a denominator for a count_window input, got 'no size'",
     ),
+    "diagnosis-step-no-probe": (
+        MINIMAL + "diagnoses:\n  d:\n    - {id: a}\n",
+        "diagnoses.d[0]: expected exactly one of http, ping, queue, got 'none'",
+    ),
+    "diagnosis-step-two-probes": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: redis, queue: q}\n",
+        "diagnoses.d[0]: expected exactly one of http, ping, queue, got 'ping and queue'",
+    ),
+    "diagnosis-ping-unknown": (
+        MINIMAL + "diagnoses:\n  d:\n    - {id: a, ping: mysql}\n",
+        "diagnoses.d[0].ping: expected 'postgres' or 'redis', got 'mysql'",
+    ),
+    "diagnosis-ping-not-configured": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: postgres}\n",
+        "diagnoses.d[0].ping: expected a configured datastore (datastores.postgres is not set), got 'postgres'",
+    ),
+    "diagnosis-queue-unknown": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, queue: sends}\n",
+        "diagnoses.d[0].queue: expected a queue of queues (q), got 'sends'",
+    ),
+    "diagnosis-service-unknown": (
+        API + "diagnoses:\n  d:\n    - {id: a, http: {service: worker, path: /health}}\n",
+        "diagnoses.d[0].http.service: expected a service of services (api), got 'worker'",
+    ),
+    "diagnosis-max-depth-without-queue": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: redis, max_depth: 5}\n",
+        "diagnoses.d[0].max_depth: expected max_depth only on a queue step, got 5",
+    ),
+    "diagnosis-max-depth-negative": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, queue: q, max_depth: -1}\n",
+        "diagnoses.d[0].max_depth: expected an integer >= 0, got -1",
+    ),
+    "diagnosis-duplicate-step-ids": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: redis}\n    - {id: a, queue: q}\n",
+        "diagnoses.d[1].id: expected a step id not used before (diagnoses.d[0] has it), got 'a'",
+    ),
+    "diagnosis-no-steps": (
+        MINIMAL + "diagnoses:\n  d: []\n",
+        "diagnoses.d: expected at least one step, got []",
+    ),
+    "diagnosis-step-typo": (
+        MINIMAL + "diagnoses:\n  d:\n    - {id: a, pnig: redis}\n",
+        "diagnoses.d[0].pnig: unknown field (did you mean 'ping'?)",
+    ),
+    "diagnosis-timeout-words": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: redis, timeout: 6 seconds}\n",
+        "diagnoses.d[0].timeout: expected a duration like '5m', got '6 seconds'",
+    ),
+    "flow-diagnose-unknown": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: redis}\n"
+        "flows:\n  - {name: f, steps: [{path: /x}], diagnose: e}\n",
+        "flows[0].diagnose: expected a diagnosis of diagnoses (d), got 'e'",
+    ),
+    "flow-diagnose-without-diagnoses": (
+        MINIMAL + "flows:\n  - {name: f, steps: [{path: /x}], diagnose: messages-not-sending}\n",
+        "flows[0].diagnose: expected a diagnosis of diagnoses (none), got 'messages-not-sending'",
+    ),
     "several-errors": (
         "name: t\nenvironment: prod\ntime_scale: 0\nprovider: cloud\n",
         "environment: expected 'local', 'staging' or 'production', got 'prod' (+2 more)",
@@ -500,6 +571,8 @@ def test_public_names() -> None:
             "Datastores",
             "DeliveryRecord",
             "DeliverySource",
+            "Diagnosis",
+            "DiagnosisStep",
             "Duration",
             "Expect",
             "HealthCheck",

@@ -51,6 +51,8 @@ __all__ = [
     "Datastores",
     "DeliveryRecord",
     "DeliverySource",
+    "Diagnosis",
+    "DiagnosisStep",
     "DrillExpect",
     "DrillFault",
     "DrillLogs",
@@ -625,6 +627,8 @@ class Flow(_Section):
     name: _Name
     steps: Annotated[list[FlowStep], Field(min_length=1)]
     claim: _ClaimId | None = None
+    diagnose: _Name | None = None
+    """A diagnosis of ``diagnoses:`` run when the flow fails; its findings join the failure message."""
 
 
 class Traffic(_Section):
@@ -943,6 +947,42 @@ class HealthProbe(_Section):
     expect: Expect = Expect()
 
 
+class DiagnosisStep(_Section):
+    """One diagnosis step of a runbook ("Check worker is running"): exactly one of an HTTP request, a datastore
+    ping or a queue's depth, bounded by ``timeout`` (seconds, not scaled: a request's limit, not a window)."""
+
+    id: _Name
+    claim: _ClaimId | None = None
+    http: HealthProbe | None = None
+    """A request to a service and the response it must get (``curl http://worker/health``)."""
+    ping: Literal["postgres", "redis"] | None = None
+    """A datastore of ``datastores:`` that must answer (Redis ``PING`` → ``PONG``, PostgreSQL ``SELECT 1``)."""
+    queue: _Name | None = None
+    """A queue of ``queues:`` whose waiting jobs are counted (``redis-cli LLEN bull:send-messages:wait``)."""
+    max_depth: Annotated[int, _number(int, ge=0)] | None = None
+    """Healthy while at most this many jobs wait; default: fewer than the queue's own ``max_waiting``."""
+    timeout: _PositiveDuration = 6.0
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> DiagnosisStep:
+        given = [name for name in ("http", "ping", "queue") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise _FieldProblem("exactly one of http, ping, queue", " and ".join(given) or "none")
+        if self.max_depth is not None and self.queue is None:
+            raise _FieldProblem("max_depth only on a queue step", self.max_depth, at=("max_depth",))
+        return self
+
+
+def _some_steps(steps: list[DiagnosisStep]) -> list[DiagnosisStep]:
+    if not steps:
+        raise _FieldProblem("at least one step", steps)
+    return steps
+
+
+Diagnosis = Annotated[list[DiagnosisStep], AfterValidator(_some_steps)]
+"""A runbook's diagnosis ("Issue: Messages Not Sending" → Diagnosis): steps run together, each a finding."""
+
+
 class DrillSpec(_Section):
     """A failure drill declared in the target file: steady state → fault → expectations → rollback → after."""
 
@@ -1076,6 +1116,8 @@ class Target(_Section):
     auth: Auth | None = None
     gates: list[GateSpec] = []
     flows: list[Flow] = []
+    diagnoses: dict[_Name, Diagnosis] = {}
+    """Runbook diagnoses by name: each step is a check of its own, and a failing flow with ``diagnose:`` runs them."""
     freshness: list[FreshnessSpec] = []
     browser: list[BrowserCheck] = []
     alerts: Alerts = Alerts()
@@ -1109,6 +1151,7 @@ class Target(_Section):
                 raise _FieldProblem(
                     "a configured datastore (datastores.redis is not set)", queue.redis, at=("queues", index, "redis")
                 )
+        self._diagnosis_references()
         if self.provider == "external":
             for name, service in self.services.items():
                 if isinstance(service.control, ProcessControl):
@@ -1118,6 +1161,33 @@ class Target(_Section):
                         at=("services", name, "control", "process", "kind"),
                     )
         return self
+
+    def _diagnosis_references(self) -> None:
+        """Every diagnosis step names a configured service, datastore or queue; every ``diagnose:`` a diagnosis."""
+        queues = [q.name for q in self.queues]
+        for name, steps in self.diagnoses.items():
+            seen: dict[str, int] = {}
+            for index, step in enumerate(steps):
+                at: tuple[str | int, ...] = ("diagnoses", name, index)
+                if step.id in seen:
+                    first = f"diagnoses.{name}[{seen[step.id]}]"
+                    raise _FieldProblem(f"a step id not used before ({first} has it)", step.id, at=(*at, "id"))
+                seen[step.id] = index
+                if step.http is not None and step.http.service not in self.services:
+                    known = ", ".join(self.services) or "none"
+                    raise _FieldProblem(f"a service of services ({known})", step.http.service,
+                                        at=(*at, "http", "service"))  # fmt: skip
+                if step.ping is not None and getattr(self.datastores, step.ping) is None:
+                    raise _FieldProblem(f"a configured datastore (datastores.{step.ping} is not set)", step.ping,
+                                        at=(*at, "ping"))  # fmt: skip
+                if step.queue is not None and step.queue not in queues:
+                    raise _FieldProblem(f"a queue of queues ({', '.join(queues) or 'none'})", step.queue,
+                                        at=(*at, "queue"))  # fmt: skip
+        for index, flow in enumerate(self.flows):
+            if flow.diagnose is not None and flow.diagnose not in self.diagnoses:
+                known = ", ".join(self.diagnoses) or "none"
+                raise _FieldProblem(f"a diagnosis of diagnoses ({known})", flow.diagnose,
+                                    at=("flows", index, "diagnose"))  # fmt: skip
 
     @property
     def source(self) -> Path | None:

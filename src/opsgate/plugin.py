@@ -379,6 +379,7 @@ PARAMETRISED: dict[str, Callable[[Target], list[str]]] = {
     "drill_name": lambda t: [d.name for d in t.drills],
     "slo_name": lambda t: [s.name for s in t.slos],
     "severity": lambda t: list(t.alerts.routing),
+    "diagnosis_step": lambda t: [f"{name}/{step.id}" for name, steps in t.diagnoses.items() for step in steps],
 }
 
 

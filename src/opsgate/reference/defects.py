@@ -168,6 +168,12 @@ CATALOGUE: dict[str, Defect] = {
             "flow[stop-blocks-next-send] (the next send is accepted; the provider records a delivery)",
         ),
         Defect(
+            "worker-health-route-missing",
+            "the worker serves /healthz and /readyz but no longer /health: the runbook's `curl .../health` answers"
+            " 404 although the worker runs, so on-call reads a healthy worker as down",
+            "diagnosis[messages-not-sending/worker-running] (404; health[worker:/healthz] still passes)",
+        ),
+        Defect(
             "sigterm-abandons-jobs",
             "the worker exits at once on SIGTERM, abandoning the sends it holds",
             "graceful-stop and rolling-restart drills (the provider sees sends abandoned)",
