@@ -92,6 +92,12 @@ CATALOGUE: dict[str, Defect] = {
             "provider-errors drill (monitoring event expected)",
         ),
         Defect(
+            "resend-redelivers",
+            "PATCH /api/notifications/{id}/resend also requeues a message already delivered: the provider sends it"
+            " again",
+            "resend_dead_letters drill (a second resend must be refused and deliver nothing: provider record)",
+        ),
+        Defect(
             "backup-omits-table",
             "scheduled backups leave out the audit_events table",
             "backup/restore drill row counts",
@@ -106,6 +112,13 @@ CATALOGUE: dict[str, Defect] = {
             "the worker applies a billing event but its status update matches no row: the event stays pending"
             " and the outbox sweeper re-applies it after every deadline",
             "gate[billing-events-not-stuck] (pending longer than the sweeper can explain)",
+        ),
+        Defect(
+            "replay-reapplies-processed",
+            "POST /ops/outbox/{id}/retry also replays a processed billing event: the worker applies it again"
+            " (a second audit row, the plan change re-run)",
+            "flow[outbox-retry-refuses-processed] (409 expected) and the replay_failed_billing_event drill"
+            " (one audit row per event)",
         ),
         Defect(
             "held-sends-set-aside",
