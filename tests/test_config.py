@@ -68,6 +68,7 @@ def test_local_target_loads() -> None:
     assert [f.name for f in target.flows] == [
         "send-sms-delivered",
         "billing-webhook-processed",
+        "outbox-retry-refuses-processed",
         "stop-blocks-next-send",
         "dnc-blocks-any-format",
     ]
