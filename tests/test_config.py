@@ -74,6 +74,7 @@ def test_local_target_loads() -> None:
     assert [f.name for f in target.flows] == [
         "send-sms-delivered",
         "billing-webhook-processed",
+        "outbox-retry-refuses-processed",
         "stop-blocks-next-send",
         "dnc-blocks-any-format",
         "billing-webhook-forged-refused",
@@ -88,7 +89,12 @@ def test_local_target_loads() -> None:
         "dnc-contact-receives-nothing",
     ]
     diagnosed = {f.name for f in target.flows if f.diagnose == "messages-not-sending"}
-    assert diagnosed == {"send-sms-delivered", "stop-blocks-next-send", "activate-restores-sends", "resume-restores-sends"}
+    assert diagnosed == {
+        "send-sms-delivered",
+        "stop-blocks-next-send",
+        "activate-restores-sends",
+        "resume-restores-sends",
+    }
     assert {f.diagnose for f in target.flows} == {"messages-not-sending", None}
     diagnosis = target.diagnoses["messages-not-sending"]
     assert [(s.id, s.claim) for s in diagnosis] == [

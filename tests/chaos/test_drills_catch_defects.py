@@ -35,6 +35,10 @@ CAUGHT = [
     ("provider_errors", "retries-drop-messages", "0 dead-lettered"),
     ("provider_errors", "monitoring-webhook-silent", "reported to the monitoring webhook"),
     ("redelivered_webhooks", "duplicate-webhook-processed", "each event applied exactly once"),
+    # a second resend (of a message delivered by the first) re-sends it: the provider records it twice
+    ("resend_dead_letters", "resend-redelivers", "still exactly once: a second resend delivers nothing again"),
+    # a second replay of the processed event re-applies it: a second audit row
+    ("replay_failed_billing_event", "replay-reapplies-processed", "still applied exactly once after the second replay"),
     ("kill_switch_admin_page", "kill-switch-ignored", "new sends refused"),
     ("backup_restore", "backup-omits-table", "table audit_events missing from the restored database"),
     # Pro -> Core leaves Pro's modules behind; cancellation takes the admin overrides with the plan's rows

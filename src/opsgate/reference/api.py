@@ -68,6 +68,7 @@ class SendMessage(_Body):
 
 
 class NewTenant(_Body):
+    id: uuid.UUID | None = None  # a chosen id (e.g. the tenant a billing event names); a fresh one when absent
     name: str = Field(min_length=1, max_length=100)
     region: str = Field(default="AU", min_length=2, max_length=2)
     timezone: str = "UTC"
@@ -449,6 +450,60 @@ async def get_message(request: Request) -> Response:
     return JSONResponse(result)
 
 
+async def resend_notification(request: Request) -> Response:
+    """Seed 000 "manual ``PATCH /api/notifications/:id/resend``": a dead-lettered message sent again (202).
+
+    Only a dead message: back to ``queued`` with its attempts reset, then requeued. A message already
+    delivered (or still on its way) is a 409, so a resend can never deliver anything twice; an unknown id
+    a 404. Committed before it is requeued: should Redis fail, the outbox sweeper re-enqueues the queued row.
+    """
+    c = ctx(request)
+    message_id = parse_uuid(request.path_params["message_id"], "notification")
+    resendable = ("dead", "delivered") if c.defect("resend-redelivers") else ("dead",)
+    async with c.db.connection() as conn:
+        user = await require_admin(conn, request)
+        await ensure_writable(c, conn)
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT status, tenant_id::text FROM messages WHERE id = %s FOR UPDATE", (message_id,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise ApiError(404, "NOT_FOUND", "no such notification")
+            status, tenant_id = row
+            if status not in resendable:
+                raise ApiError(
+                    409, "NOT_DEAD_LETTERED", f"the notification is {status}: only a dead-lettered one is resent"
+                )
+            await conn.execute(
+                "UPDATE messages SET status = 'queued', attempts = 0, failure_reason = NULL, updated_at = now(),"
+                " next_attempt_at = now() WHERE id = %s",
+                (message_id,),
+            )
+            await db.audit(
+                conn,
+                tenant_id=tenant_id,
+                module="messaging",
+                action="message.resent",
+                entity_type="message",
+                entity_id=message_id,
+                actor=user,
+                payload={"previous_status": status},
+            )
+    enqueued = await _requeue(c, SEND_MESSAGES, message_id, {"message_id": message_id})
+    return JSONResponse({"id": message_id, "status": "queued", "enqueued": enqueued}, status_code=202)
+
+
+async def _requeue(c: ApiContext, queue: str, job_id: str, data: dict[str, Any]) -> bool:
+    """Requeue committed work; False when Redis refused (the outbox sweeper then re-enqueues it)."""
+    try:
+        await c.queues.requeue(queue, job_id, data)
+    except Exception as exc:
+        log.warning("requeue of %s on %s failed (%s): left to the outbox sweeper", job_id, queue, type(exc).__name__)
+        return False
+    return True
+
+
 async def add_dnc(request: Request) -> Response:
     c = ctx(request)
     tenant_id = parse_uuid(request.path_params["tenant_id"], "tenant")
@@ -599,15 +654,15 @@ async def create_tenant(request: Request) -> Response:
         number = sending.to_e164(body.sending_number, body.region) if body.sending_number else None
     except RejectedSend as exc:
         raise ApiError(exc.http_status, exc.code, exc.detail) from None
-    tenant_id = str(uuid.uuid4())
+    tenant_id = str(body.id or uuid.uuid4())
     token = "tok_" + uuid.uuid4().hex + uuid.uuid4().hex
     async with c.db.connection() as conn:
         user = await require_admin(conn, request)
         async with conn.transaction():
-            await conn.execute(
+            cur = await conn.execute(
                 "INSERT INTO tenants (id, name, region, timezone, quiet_hours_start, quiet_hours_end,"
                 " daily_budget_cents, sms_cost_cents, email_cost_cents, api_token_sha256)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
                 (
                     tenant_id,
                     body.name,
@@ -621,6 +676,8 @@ async def create_tenant(request: Request) -> Response:
                     db.token_digest(token),
                 ),
             )
+            if await cur.fetchone() is None:
+                raise ApiError(409, "TENANT_EXISTS", f"a tenant with id {tenant_id} already exists")
             if number:
                 await conn.execute(
                     "INSERT INTO sending_numbers (phone_e164, tenant_id) VALUES (%s, %s)", (number, tenant_id)
@@ -796,6 +853,49 @@ async def billing_event_status(request: Request) -> Response:
     return JSONResponse(body)
 
 
+async def retry_outbox_event(request: Request) -> Response:
+    """Seed 002 "trigger via admin endpoint ``/ops/outbox/{id}/retry``": replay a failed billing event (202).
+
+    As the runbook's manual replay: ``status`` back to ``'pending'``, ``last_error`` cleared, requeued with the
+    event id as the job id. Only a failed event: a processed one is a 409 (never applied twice), one still
+    pending a 409 too (it is on its way), an unknown event id a 404.
+    """
+    c = ctx(request)
+    event_id = request.path_params["event_id"]
+    retryable = ("failed", "processed") if c.defect("replay-reapplies-processed") else ("failed",)
+    async with c.db.connection() as conn:
+        user = await require_admin(conn, request)
+        await ensure_writable(c, conn)
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT status, last_error FROM billing_webhook_events WHERE event_id = %s FOR UPDATE", (event_id,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise ApiError(404, "NOT_FOUND", "no such billing event")
+            status, last_error = row
+            if status not in retryable:
+                raise ApiError(409, "NOT_FAILED", f"the billing event is {status}: only a failed one is replayed")
+            await conn.execute(
+                "UPDATE billing_webhook_events SET status = 'pending', last_error = NULL, next_attempt_at = now()"
+                " WHERE event_id = %s",
+                (event_id,),
+            )
+            # Its own entity type: the worker's one audit row per applied event stays the reconciliation's count.
+            await db.audit(
+                conn,
+                tenant_id=None,
+                module="ops",
+                action="outbox.retried",
+                entity_type="billing_webhook_replay",
+                entity_id=event_id,
+                actor=user,
+                payload={"previous_status": status, "last_error": last_error},
+            )
+    enqueued = await _requeue(c, BILLING_WEBHOOKS, event_id, {"event_id": event_id})
+    return JSONResponse({"event_id": event_id, "status": "pending", "enqueued": enqueued}, status_code=202)
+
+
 async def inbound_reply(request: Request) -> Response:
     """A recipient's reply relayed by the provider; STOP adds the sender to do-not-contact (seed 001)."""
     c = ctx(request)
@@ -967,6 +1067,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/v1/tenants/{tenant_id}/messages", send_message, methods=["POST"]),
         Route("/v1/tenants/{tenant_id}/do-not-contact", add_dnc, methods=["POST"]),
         Route("/v1/messages/{message_id}", get_message),
+        Route("/api/notifications/{message_id}/resend", resend_notification, methods=["PATCH"]),
         Route("/v1/tenants/{tenant_id}", get_tenant),
         Route("/tenants/{tenant_id}", get_tenant),
         Route("/tenants/{tenant_id}/pause", pause_tenant, methods=["POST"]),
@@ -987,6 +1088,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/backups/latest", latest_backup),
         Route("/billing/webhooks/sandbox", billing_webhook, methods=["POST"]),
         Route("/billing/webhooks/events/{event_id}", billing_event_status),
+        Route("/ops/outbox/{event_id}/retry", retry_outbox_event, methods=["POST"]),
         Route("/webhooks/provider/inbound", inbound_reply, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: handle_api_error})

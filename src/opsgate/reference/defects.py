@@ -124,6 +124,12 @@ CATALOGUE: dict[str, Defect] = {
             "provider-errors drill (monitoring event expected)",
         ),
         Defect(
+            "resend-redelivers",
+            "PATCH /api/notifications/{id}/resend also requeues a message already delivered: the provider sends it"
+            " again",
+            "resend_dead_letters drill (a second resend must be refused and deliver nothing: provider record)",
+        ),
+        Defect(
             "backup-omits-table",
             "scheduled backups leave out the audit_events table",
             "backup/restore drill row counts",
@@ -154,6 +160,13 @@ CATALOGUE: dict[str, Defect] = {
             "cancellation-drops-overrides",
             "a subscription cancellation deletes the tenant's override modules and flags along with the plan's",
             "cancellation_entitlements drill (overrides intact after subscription.canceled)",
+        ),
+        Defect(
+            "replay-reapplies-processed",
+            "POST /ops/outbox/{id}/retry also replays a processed billing event: the worker applies it again"
+            " (a second audit row, the plan change re-run)",
+            "flow[outbox-retry-refuses-processed] (409 expected) and the replay_failed_billing_event drill"
+            " (one audit row per event)",
         ),
         Defect(
             "held-sends-set-aside",
