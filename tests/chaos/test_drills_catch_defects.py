@@ -33,6 +33,9 @@ CAUGHT = [
     # dropped after the first failure: nothing is ever dead-lettered (nor delivered)
     ("provider_errors", "retries-drop-messages", "0 dead-lettered"),
     ("provider_errors", "monitoring-webhook-silent", "reported to the monitoring webhook"),
+    ("monitoring_sink_failure", "monitoring-events-dropped", "failure events held in the outbox"),
+    ("monitoring_sink_failure", "monitoring-failure-blocks-sends", "sends delivered while the sink is 410 Gone"),
+    ("monitoring_sink_failure", "monitoring-relay-off", "every dead letter's failure event reported exactly once"),
     ("redelivered_webhooks", "duplicate-webhook-processed", "each event applied exactly once"),
     ("kill_switch_admin_page", "kill-switch-ignored", "new sends refused"),
     ("backup_restore", "backup-omits-table", "table audit_events missing from the restored database"),
