@@ -63,6 +63,7 @@ def test_local_target_loads() -> None:
         "no-paging-alert-firing",
         "worker-heartbeat",
         "provider-quota",
+        "monitoring-backlog",
         "billing-events-not-stuck",
         "sends-not-stuck",
     ]

@@ -34,6 +34,9 @@ CAUGHT = [
     # dropped after the first failure: nothing is ever dead-lettered (nor delivered)
     ("provider_errors", "retries-drop-messages", "0 dead-lettered"),
     ("provider_errors", "monitoring-webhook-silent", "reported to the monitoring webhook"),
+    ("monitoring_sink_failure", "monitoring-events-dropped", "failure events held in the outbox"),
+    ("monitoring_sink_failure", "monitoring-failure-blocks-sends", "sends delivered while the sink is 410 Gone"),
+    ("monitoring_sink_failure", "monitoring-relay-off", "every dead letter's failure event reported exactly once"),
     ("redelivered_webhooks", "duplicate-webhook-processed", "each event applied exactly once"),
     # a second resend (of a message delivered by the first) re-sends it: the provider records it twice
     ("resend_dead_letters", "resend-redelivers", "still exactly once: a second resend delivers nothing again"),

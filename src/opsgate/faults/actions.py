@@ -95,6 +95,42 @@ class ProxyFault(ControlFault):
 
 
 @dataclass
+class MonitoringSinkFault:
+    """Make the monitoring webhook fail through the sandbox's ``/control/monitoring`` (``{"status": 410}``,
+    ``{"down": true}``); the undo puts back the state it had before (read first), so faults nest.
+
+    Proof: the control reads back the settings asked for.
+    """
+
+    control_url: str
+    settings: dict[str, Any]
+    timeout_s: float = 10.0
+    prior: dict[str, Any] | None = field(default=None, init=False)
+
+    def describe(self) -> str:
+        return f"monitoring sink {self.settings} at {self.control_url}"
+
+    def undo(self) -> Undo:
+        if self.prior is None:
+            response = httpx.get(self.control_url, timeout=self.timeout_s)
+            response.raise_for_status()
+            self.prior = dict(response.json())
+        return HttpUndo(method="PUT", url=self.control_url, json_body=self.prior)
+
+    def apply(self) -> None:
+        httpx.put(self.control_url, json=self.settings, timeout=self.timeout_s).raise_for_status()
+
+    def verify(self) -> None:
+        seen = httpx.get(self.control_url, timeout=self.timeout_s).json()
+        if any(seen.get(k) != v for k, v in self.settings.items()):
+            raise FaultNotEffective(f"the monitoring sink control does not show the fault: asked {self.settings}, "
+                                    f"it says {seen}")  # fmt: skip
+
+    def rollback(self) -> str:
+        return run_undo(self.undo())
+
+
+@dataclass
 class LocalServiceFault:
     """Stop processes of opsgate's local environment (the workers, Redis, PostgreSQL...); rollback starts them.
 

@@ -43,7 +43,7 @@ from opsgate.reference.backups import BackupScheduler
 from opsgate.reference.database import Database, make_pool
 from opsgate.reference.errors import ApiError, handle_api_error
 from opsgate.reference.metrics import PlatformMetrics, RequestMetricsMiddleware, timings_route
-from opsgate.reference.monitoring import post_event
+from opsgate.reference.monitoring import MonitoringOutbox, pending_count
 from opsgate.reference.outbox import OutboxSweeper
 from opsgate.reference.queues import BILLING_WEBHOOKS, QUEUE_NAMES, SEND_MESSAGES, Queues, fast_redis
 from opsgate.reference.sending import RejectedSend
@@ -148,6 +148,8 @@ class ApiContext:
     http: httpx.AsyncClient
     backups: BackupScheduler | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    monitoring: MonitoringOutbox | None = None
+    """The monitoring outbox; set in the lifespan (its relay runs in this process)."""
 
     def defect(self, name: str) -> bool:
         """True when the named defect is planted."""
@@ -229,6 +231,9 @@ async def metrics_endpoint(request: Request) -> Response:
             c.metrics.heartbeat_age.set(age)
     with contextlib.suppress(Exception):
         await _refresh_optout_windows(c)
+    with contextlib.suppress(Exception):
+        async with c.db.pool.connection(timeout=OPTOUT_REFRESH_TIMEOUT_S) as conn:
+            c.metrics.monitoring_pending.set(await pending_count(conn))
     return Response(c.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -571,12 +576,7 @@ async def suspend_tenant(request: Request) -> Response:
     result = await _set_tenant(
         c, request, "UPDATE tenants SET status = 'suspended'", (), "tenant.suspended", {"reason": body.reason}
     )
-    await post_event(
-        c.http,
-        c.settings.monitoring_webhook_url,
-        c.metrics,
-        {"type": "tenant.suspended", "tenant_id": result["id"], "reason": body.reason},
-    )
+    await _monitoring(c).emit({"type": "tenant.suspended", "tenant_id": result["id"], "reason": body.reason})
     return JSONResponse(result)
 
 
@@ -588,13 +588,13 @@ async def activate_tenant(request: Request) -> Response:
         else ("UPDATE tenants SET status = 'active'")
     )
     result = await _set_tenant(c, request, update, (), "tenant.activated", {})
-    await post_event(
-        c.http,
-        c.settings.monitoring_webhook_url,
-        c.metrics,
-        {"type": "tenant.activated", "tenant_id": result["id"]},
-    )
+    await _monitoring(c).emit({"type": "tenant.activated", "tenant_id": result["id"]})
     return JSONResponse(result)
+
+
+def _monitoring(c: ApiContext) -> MonitoringOutbox:
+    assert c.monitoring is not None, "the lifespan sets the monitoring outbox"
+    return c.monitoring
 
 
 async def get_tenant(request: Request) -> Response:
@@ -1035,6 +1035,17 @@ def create_app(settings: PlatformSettings) -> Starlette:
         )
         if "outbox-sweeper-off" not in settings.defects:
             context.tasks.append(asyncio.create_task(sweeper.run(), name="outbox-sweeper"))
+        context.monitoring = MonitoringOutbox(
+            database,
+            http,
+            settings.monitoring_webhook_url,
+            metrics,
+            relay_interval_s=settings.monitoring_relay_interval_s,
+            max_backoff_s=settings.monitoring_max_backoff_s,
+            defects=settings.defects.names,
+        )
+        if "monitoring-relay-off" not in settings.defects:
+            context.tasks.append(asyncio.create_task(context.monitoring.run(), name="monitoring-relay"))
         if settings.backup_dir is not None:
             excluded = ("audit_events",) if "backup-omits-table" in settings.defects else ()
             context.backups = BackupScheduler(
@@ -1052,6 +1063,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
             for task in context.tasks:
                 task.cancel()
             await asyncio.gather(*context.tasks, return_exceptions=True)
+            await context.monitoring.close()
             await http.aclose()
             await queues.close()
             await pool.close()

@@ -130,6 +130,21 @@ CATALOGUE: dict[str, Defect] = {
             "resend_dead_letters drill (a second resend must be refused and deliver nothing: provider record)",
         ),
         Defect(
+            "monitoring-events-dropped",
+            "a monitoring event is not stored in the outbox: posted once, and lost when the webhook fails (410, down)",
+            "monitoring_sink_failure drill (failure events held in the outbox; each dead letter reported once)",
+        ),
+        Defect(
+            "monitoring-failure-blocks-sends",
+            "while the monitoring webhook fails (events pending), the worker fails every send instead of sending it",
+            "monitoring_sink_failure drill (sends delivered while the sink is failing: provider record)",
+        ),
+        Defect(
+            "monitoring-relay-off",
+            "the monitoring relay never runs: events whose first post failed stay pending after the webhook recovers",
+            "gate[monitoring-backlog] and the monitoring_sink_failure drill (backlog exported after the rollback)",
+        ),
+        Defect(
             "backup-omits-table",
             "scheduled backups leave out the audit_events table",
             "backup/restore drill row counts",

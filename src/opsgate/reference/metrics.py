@@ -134,6 +134,9 @@ class PlatformMetrics:
         self.monitoring_failures = Counter(
             "monitoring_webhook_failures", "Monitoring webhook posts that failed.", registry=r
         )
+        self.monitoring_pending = Gauge(
+            "monitoring_events_pending", "Monitoring events stored but not yet accepted by the webhook.", registry=r
+        )
         self.request_timings = RequestTimings()
 
         # Series exist from the start at 0, so increase() sees the first event (a series born at 1 hides it).

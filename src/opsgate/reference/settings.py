@@ -91,6 +91,16 @@ class PlatformSettings(BaseModel):
         return int(self.scaled(30.0, 2.0) * 1000)
 
     @property
+    def monitoring_relay_interval_s(self) -> float:
+        """How often the monitoring relay re-posts pending events while the webhook is healthy (real: 10 s)."""
+        return self.scaled(10.0, 0.5)
+
+    @property
+    def monitoring_max_backoff_s(self) -> float:
+        """Longest pause between relay passes while the webhook keeps failing (real: 60 s)."""
+        return self.scaled(60.0, 2.0)
+
+    @property
     def effective_backup_interval_s(self) -> float:
         """Scheduled backup interval (real: 4 h, seed 002 'snapshots every 4h'); explicit value wins."""
         if self.backup_interval_s is not None:

@@ -33,7 +33,7 @@ from opsgate.reference.database import Database, make_pool
 from opsgate.reference.errors import ApiError
 from opsgate.reference.httpserver import embedded_server
 from opsgate.reference.metrics import PlatformMetrics, RequestMetricsMiddleware
-from opsgate.reference.monitoring import post_event
+from opsgate.reference.monitoring import MonitoringOutbox, StoredEvent, pending_count
 from opsgate.reference.queues import BILLING_WEBHOOKS, SEND_MESSAGES, beat, fast_redis
 from opsgate.reference.settings import PlatformSettings, process_start
 
@@ -80,6 +80,9 @@ class WorkerApp:
             base_url=s.provider_url, headers={"Authorization": f"Bearer {s.provider_api_key}"}
         )
         self.http = httpx.AsyncClient()
+        # Events are stored here and posted at once; the api's relay re-posts whatever the webhook did not take.
+        self.monitoring = MonitoringOutbox(self.db, self.http, s.monitoring_webhook_url, self.metrics,
+                                           defects=s.defects.names)  # fmt: skip
         opts: dict[str, Any] = {
             "connection": s.redis_url,
             "lockDuration": s.lock_duration_ms,
@@ -100,6 +103,7 @@ class WorkerApp:
         self._heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._heartbeat
+        await self.monitoring.close()
         await self.provider.aclose()
         await self.http.aclose()
         await self.redis.aclose()
@@ -123,6 +127,10 @@ class WorkerApp:
             cached = _CachedTenant(blocked, now)
             self._tenants[tenant_id] = cached
         return cached.blocked
+
+    async def _monitoring_backlog(self) -> int:
+        async with self.db.connection() as conn:
+            return await pending_count(conn)
 
     async def _delay(self, job: Job, token: str, delay_s: float) -> None:
         await job.moveToDelayed(int((time.time() + delay_s) * 1000), token)
@@ -169,6 +177,9 @@ class WorkerApp:
 
         if self.defect("worker-acks-without-send"):
             result = provider_client.SendResult(ok=True, provider_id="ack-without-send")
+        elif self.defect("monitoring-failure-blocks-sends") and await self._monitoring_backlog():
+            # Fail closed on observability: "no send while its failure could not be reported".
+            result = provider_client.SendResult(ok=False, reason="monitoring webhook failing: send held back")
         else:
             result = await provider_client.send(
                 self.provider,
@@ -214,25 +225,19 @@ class WorkerApp:
                 )
                 return "dropped"
             if attempts >= s.max_attempts:
-                await conn.execute(
-                    "UPDATE messages SET status = 'dead', updated_at = now(), failure_reason = %s WHERE id = %s",
-                    (f"{reason} (gave up after {attempts} attempts)", message_id),
-                )
-                self.metrics.messages.labels(channel, "dead", tenant_id).inc()
-                if not self.defect("monitoring-webhook-silent"):
-                    await post_event(
-                        self.http,
-                        s.monitoring_webhook_url,
-                        self.metrics,
-                        {
-                            "type": "notification.failure",
-                            "channel": channel,
-                            "tenant_id": tenant_id,
-                            "message_id": message_id,
-                            "reason": reason,
-                            "attempts": attempts,
-                        },
+                event: StoredEvent | None = None
+                async with conn.transaction():  # the dead letter and its failure event, or neither
+                    await conn.execute(
+                        "UPDATE messages SET status = 'dead', updated_at = now(), failure_reason = %s WHERE id = %s",
+                        (f"{reason} (gave up after {attempts} attempts)", message_id),
                     )
+                    if not self.defect("monitoring-webhook-silent"):
+                        failure = {"type": "notification.failure", "channel": channel, "tenant_id": tenant_id,
+                                   "message_id": message_id, "reason": reason, "attempts": attempts}  # fmt: skip
+                        event = await self.monitoring.store(conn, failure)
+                self.metrics.messages.labels(channel, "dead", tenant_id).inc()
+                if event is not None:
+                    self.monitoring.post_soon(event)  # in the background: the sink never holds up a job
                 return "dead"
             delay_s = result.retry_after_s
             if delay_s is None:
