@@ -113,6 +113,8 @@ def test_local_target_loads() -> None:
         "redis-outage",
         "postgres-outage",
         "provider-errors",
+        "email-failures-reported",
+        "sms-failures-reported",
         "kill-switch",
         "maintenance-mode",
         "postgres-latency",

@@ -3,7 +3,7 @@
 The api's admin endpoint switches to the configured next secret and rolls back, showing only a fingerprint;
 the declared ``webhook-secret-rotation`` drill passes on the session's healthy platform (run by ``opsgate drill``
 as a user would, against it as an external target) and leaves no secret in any artifact it wrote. Its failure
-on the ``rotation-keeps-old-secret`` defect is a row of CAUGHT in tests/chaos/test_drills_catch_defects.py.
+on the ``rotation-keeps-old-secret`` defect is a row of GROUPS in tests/chaos/test_drills_catch_defects.py.
 """
 
 from __future__ import annotations
