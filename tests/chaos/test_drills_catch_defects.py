@@ -37,6 +37,12 @@ CAUGHT = [
     ("redelivered_webhooks", "duplicate-webhook-processed", "each event applied exactly once"),
     ("kill_switch_admin_page", "kill-switch-ignored", "new sends refused"),
     ("backup_restore", "backup-omits-table", "table audit_events missing from the restored database"),
+    ("backup_schedule", "backup-retention-unbounded", "older backups not pruned"),
+    ("latest_backup_restorable", "backup-truncated", "the latest backup restores (pg_restore reads"),
+    ("nightly_dump_custom_format", "backup-plain-format", "custom format"),
+    ("redis_rdb_snapshots", "redis-snapshots-off", "RDB snapshots are off"),
+    ("restore_drill_replays_outbox", "backup-excludes-outbox", "billing events 0 restored"),
+    ("daily_routine", "backup-truncated", "backups verified: the newest restores"),
     # Pro -> Core leaves Pro's modules behind; cancellation takes the admin overrides with the plan's rows
     ("plan_change_entitlements", "plan-change-keeps-old-modules", "plan-sourced modules and flags match Core"),
     ("cancellation_entitlements", "cancellation-drops-overrides", "overrides intact after the cancellation"),
