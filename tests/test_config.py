@@ -66,14 +66,17 @@ def test_local_target_loads() -> None:
         "monitoring-backlog",
         "billing-events-not-stuck",
         "sends-not-stuck",
+        "migrations-applied",
+        "migrations-backed-up-first",
     ]
     assert target.gates[0].judged_on_delta and not target.gates[5].judged_on_delta
     delivery = target.gates[2].delivery
     assert delivery is not None and (delivery.count, delivery.rate_per_s, delivery.within) == (60, 20, 300.0)
     assert target.gates[3].judged_on_delta and target.gates[3].scale_threshold
-    assert target.gates[-1].sql_durations == {"stuck_after_s": 600.0}
+    assert target.gates[10].sql_durations == {"stuck_after_s": 600.0}
     assert [f.name for f in target.flows] == [
         "send-sms-delivered",
+        "force-backup-newer",
         "billing-webhook-processed",
         "outbox-retry-refuses-processed",
         "stop-blocks-next-send",

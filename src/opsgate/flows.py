@@ -54,11 +54,14 @@ def fill(template: Any, variables: dict[str, str]) -> Any:
     return template
 
 
-def problem_of(step: FlowStep, observed: HttpObservation) -> str | None:
+def problem_of(step: FlowStep, observed: HttpObservation, variables: dict[str, str] | None = None) -> str | None:
+    """What differs from the step's expectation, or None; with ``variables``, ``{name}`` in expected JSON values
+    is filled in (a value saved by an earlier step)."""
     if observed.status != step.expect.status:
         return f"expected status {step.expect.status}, got {observed.status}: {observed.text[:200]}"
     if step.expect.json is not None:
-        return subset_mismatch(step.expect.json, observed.json)
+        expected = fill(step.expect.json, variables) if variables is not None else step.expect.json
+        return subset_mismatch(expected, observed.json)
     return None
 
 
@@ -111,7 +114,7 @@ async def run_steps(
         problem: str | None = None
         if step.poll is None:
             observed = await send_step(client, target, step, run.variables)
-            problem = problem_of(step, observed)
+            problem = problem_of(step, observed, run.variables)
         else:
             within = target.scaled(step.poll.within, floor_s=1.0)
             every = target.scaled(step.poll.every, floor_s=0.05)
@@ -120,7 +123,7 @@ async def run_steps(
             for _ in range(int(within / every) + 2):
                 polls += 1
                 observed = await send_step(client, target, step, run.variables)
-                problem = problem_of(step, observed)
+                problem = problem_of(step, observed, run.variables)
                 if problem is None or time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(every)

@@ -40,6 +40,8 @@ GROUPS: dict[str, list[tuple[str, str, str]]] = {
         # a second replay of the processed event re-applies it: a second audit row
         ("replay_failed_billing_event", "replay-reapplies-processed", "still applied exactly once after the second"),
         ("monitoring_sink_failure", "monitoring-events-dropped", "failure events held in the outbox"),
+        ("backup_schedule", "backup-retention-unbounded", "older backups not pruned"),
+        ("redis_rdb_snapshots", "redis-snapshots-off", "RDB snapshots are off"),
     ],
     "outages-and-restarts": [
         ("postgres-outage", "readiness-always-ok", "/readyz"),
@@ -47,17 +49,21 @@ GROUPS: dict[str, list[tuple[str, str, str]]] = {
         ("rolling_restart", "sigterm-abandons-jobs", "no send abandoned by the restarts"),
         ("redelivered_webhooks", "duplicate-webhook-processed", "each event applied exactly once"),
         ("monitoring_sink_failure", "monitoring-failure-blocks-sends", "sends delivered while the sink is 410 Gone"),
+        ("latest_backup_restorable", "backup-truncated", "the latest backup restores (pg_restore reads"),
+        ("daily_routine", "backup-truncated", "backups verified: the newest restores"),
     ],
     "retries": [
         ("maintenance-mode", "maintenance-allows-writes", "traffic responses"),
         ("drill and provider-errors", "retries-drop-messages", "failing sends dead-lettered with a reason"),
         # dropped after the first failure: nothing is ever dead-lettered (nor delivered)
         ("provider_errors", "retries-drop-messages", "0 dead-lettered"),
+        ("nightly_dump_custom_format", "backup-plain-format", "custom format"),
     ],
     "monitoring-silent": [
         ("provider_errors", "monitoring-webhook-silent", "reported to the monitoring webhook"),
         ("email-failures-reported", "monitoring-webhook-silent", "every dead email reported as notification.failure"),
         ("sms-failures-reported", "monitoring-webhook-silent", "every dead sms reported as notification.failure"),
+        ("restore_drill_replays_outbox", "backup-excludes-outbox", "billing events 0 restored"),
     ],
     # the worker never holds a send while the provider is slow: it does not call the provider at all
     "acks-without-send": [

@@ -100,6 +100,10 @@ class Ports:
     postgres_proxy_control: int
 
 
+REDIS_SNAPSHOT_S = 30 * 60
+"""Seed 002: "Redis snapshot (RDB) every 30m" (scaled by the time scale)."""
+
+
 @dataclass
 class LocalEnvironment:
     """Start, control and stop the reference platform locally. Use as a context manager."""
@@ -458,7 +462,7 @@ class LocalEnvironment:
             redis_bin,
             "--port", str(self.ports.redis),
             "--bind", "127.0.0.1",
-            "--save", "",
+            "--save", self.redis_save,
             "--appendonly", "yes",
             "--appendfsync", "everysec",
             "--dir", str(folder),
@@ -466,6 +470,15 @@ class LocalEnvironment:
             "--daemonize", "no",
         ]  # fmt: skip
         return ManagedProcess("redis", argv, _base_env(), self.log_dir / "redis.log")
+
+    @property
+    def redis_save(self) -> str:
+        """redis-server's ``save`` rule: an RDB snapshot every 30 min (seed 002), scaled, at least every 2 s, when
+        anything changed; ``""`` (snapshots off) with the ``redis-snapshots-off`` defect."""
+        defects = self.defects if self.defects is not None else os.environ.get("OPSGATE_DEFECTS", "")
+        if "redis-snapshots-off" in {d.strip() for d in defects.split(",")}:
+            return ""
+        return f"{max(2, round(REDIS_SNAPSHOT_S * self.time_scale))} 1"
 
     def _provider_process(self) -> ManagedProcess:
         c = self.credentials

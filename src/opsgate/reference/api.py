@@ -39,7 +39,7 @@ from opsgate.reference.auth import (
     require_tenant,
     session_user,
 )
-from opsgate.reference.backups import BackupScheduler
+from opsgate.reference.backups import RETAIN, BackupScheduler, scheduler_for
 from opsgate.reference.database import Database, make_pool
 from opsgate.reference.errors import ApiError, handle_api_error
 from opsgate.reference.metrics import PlatformMetrics, RequestMetricsMiddleware, timings_route
@@ -717,12 +717,37 @@ async def latest_backup(request: Request) -> Response:
     return JSONResponse(_backup_json(c))
 
 
+async def list_backups(request: Request) -> Response:
+    """Every backup kept, oldest first, with the schedule (interval, retention); ``?newer_than=FILE`` keeps only
+    those taken after that backup (seed 001 "Verify Backup: ls -lh /backups/")."""
+    c = ctx(request)
+    async with c.db.connection() as conn:
+        await require_admin(conn, request)
+    if c.backups is None:
+        raise ApiError(409, "BACKUPS_DISABLED", "no BACKUP_DIR configured")
+    kept = c.backups.listing()
+    after = request.query_params.get("newer_than")
+    if after:
+        kept = [b for b in kept if b.path.name > after]
+    return JSONResponse(
+        {
+            "interval_s": c.backups.interval_s,
+            "retain": RETAIN,
+            "count": len(kept),
+            "newest": kept[-1].path.name if kept else None,
+            "backups": [{"file": b.path.name, "timestamp": b.timestamp, "size_bytes": b.size_bytes} for b in kept],
+        }
+    )
+
+
 async def force_backup(request: Request) -> Response:
     c = ctx(request)
     async with c.db.connection() as conn:
         await require_admin(conn, request)
     if c.backups is None:
         raise ApiError(409, "BACKUPS_DISABLED", "no BACKUP_DIR configured")
+    if "force-backup-noop" in c.settings.defects and c.backups.latest() is not None:
+        return JSONResponse(_backup_json(c), status_code=201)  # answers as if it had dumped
     try:
         await c.backups.backup_now()
     except RuntimeError as exc:
@@ -1018,8 +1043,15 @@ def create_app(settings: PlatformSettings) -> Starlette:
         pool = make_pool(settings.database_url)
         await pool.open(wait=True, timeout=30.0)
         database = Database(pool, metrics)
+        backups = scheduler_for(settings, metrics)
         async with database.connection(timeout_s=10.0) as conn:
-            applied = await db.migrate(conn)
+            applied = await db.migrate(
+                conn,
+                backup=None
+                if backups is None or "migration-without-backup" in settings.defects
+                else backups.backup_now,
+                skip_newest="migration-skipped" in settings.defects,
+            )
             await db.seed_tenants(conn, settings.tenant_tokens)
         if applied:
             log.info("migrations applied: %s", ", ".join(applied))
@@ -1046,16 +1078,9 @@ def create_app(settings: PlatformSettings) -> Starlette:
         )
         if "monitoring-relay-off" not in settings.defects:
             context.tasks.append(asyncio.create_task(context.monitoring.run(), name="monitoring-relay"))
-        if settings.backup_dir is not None:
-            excluded = ("audit_events",) if "backup-omits-table" in settings.defects else ()
-            context.backups = BackupScheduler(
-                settings.database_url,
-                settings.backup_dir,
-                settings.effective_backup_interval_s,
-                metrics,
-                exclude_tables=excluded,
-            )
-            context.tasks.append(asyncio.create_task(context.backups.run(), name="backups"))
+        if backups is not None:
+            context.backups = backups
+            context.tasks.append(asyncio.create_task(backups.run(), name="backups"))
         app.state.ctx = context
         try:
             yield
@@ -1097,6 +1122,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/admin/backups", force_backup, methods=["POST"]),
         Route("/admin/secrets/billing-webhook", get_webhook_secret, methods=["GET"]),
         Route("/admin/secrets/billing-webhook", rotate_webhook_secret, methods=["PUT", "DELETE"]),
+        Route("/backups", list_backups),
         Route("/backups/latest", latest_backup),
         Route("/billing/webhooks/sandbox", billing_webhook, methods=["POST"]),
         Route("/billing/webhooks/events/{event_id}", billing_event_status),

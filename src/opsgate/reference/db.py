@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -47,22 +48,46 @@ def _migration_files() -> list[tuple[str, str]]:
     return files
 
 
-async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:
-    """Apply pending SQL migrations under an advisory lock; returns the names applied."""
-    applied: list[str] = []
+async def _pending(conn: psycopg.AsyncConnection[Any], files: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    cur = await conn.execute("SELECT name FROM schema_migrations")
+    done = {row[0] for row in await cur.fetchall()}
+    return [(name, sql) for name, sql in files if name not in done]
+
+
+async def migrate(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    backup: Callable[[], Awaitable[Any]] | None = None,
+    skip_newest: bool = False,
+) -> list[str]:
+    """Apply pending SQL migrations under an advisory lock; returns the names applied.
+
+    Seed 003: "**ALWAYS backup before migrations!**" -- when any is pending, ``backup()`` (a ``BackupInfo`` with
+    ``path`` and ``timestamp``, unix s) runs first and each migration records the backup taken before it. Without
+    ``backup`` they are applied with none recorded. ``skip_newest`` is the ``migration-skipped`` defect.
+    """
+    files = _migration_files()[:-1] if skip_newest else _migration_files()
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz"
             " NOT NULL DEFAULT now())"
         )
-        cur = await conn.execute("SELECT name FROM schema_migrations")
-        done = {row[0] for row in await cur.fetchall()}
-        for name, sql in _migration_files():
-            if name in done:
-                continue
+        await conn.execute(
+            "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS backup_file text,"
+            " ADD COLUMN IF NOT EXISTS backed_up_at timestamptz"
+        )
+        pending = await _pending(conn, files)
+    taken = await backup() if pending and backup is not None else None
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        for name, sql in await _pending(conn, files):  # another process may have applied them meanwhile
             await conn.execute(sql.encode())
-            await conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+            await conn.execute(
+                "INSERT INTO schema_migrations (name, backup_file, backed_up_at) VALUES (%s, %s, to_timestamp(%s))",
+                (name, taken.path.name if taken else None, taken.timestamp if taken else None),
+            )
             applied.append(name)
     return applied
 

@@ -150,6 +150,46 @@ CATALOGUE: dict[str, Defect] = {
             "backup/restore drill row counts",
         ),
         Defect(
+            "backup-retention-unbounded",
+            "old backups are never pruned: the backup folder grows past the 7 kept (seed 001: 7-day retention)",
+            "backup_schedule drill (more than 7 backups kept after 8 forced)",
+        ),
+        Defect(
+            "backup-truncated",
+            "every backup file stops half-way (a copy cut short): /backups/latest names a dump that cannot restore",
+            "latest_backup_restorable and daily_routine drills (pg_restore of the latest backup fails)",
+        ),
+        Defect(
+            "backup-plain-format",
+            "backups are plain SQL scripts (pg_dump -Fp), not the custom-format dump (-Fc) the runbook restores",
+            "nightly_dump_custom_format drill (no PGDMP header; pg_restore --list refuses it)",
+        ),
+        Defect(
+            "backup-excludes-outbox",
+            "backups leave out the rows of billing_webhook_events (as if transient): a restore has no outbox to replay",
+            "restore_drill_replays_outbox drill (billing events restored 0, live had some)",
+        ),
+        Defect(
+            "force-backup-noop",
+            "POST /admin/backups answers 201 with the existing newest backup and dumps nothing",
+            "flow[force-backup-newer] (no backup newer than the one before the force)",
+        ),
+        Defect(
+            "redis-snapshots-off",
+            'the local environment starts redis-server with RDB snapshots disabled (save "")',
+            "redis_rdb_snapshots drill (CONFIG GET save is empty)",
+        ),
+        Defect(
+            "migration-without-backup",
+            "the migration runner applies pending migrations without taking a backup first",
+            "gate[migrations-backed-up-first] (migrations with no backup recorded before them)",
+        ),
+        Defect(
+            "migration-skipped",
+            "the migration runner skips the newest shipped migration file: it is never applied nor recorded",
+            "gate[migrations-applied] (a shipped migration not in schema_migrations)",
+        ),
+        Defect(
             "outbox-sweeper-off",
             "the outbox sweeper never runs: overdue work is not re-enqueued nor counted as retrying",
             "worker-to-zero drill (retrying metric and BillingWebhookRetrying)",

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from opsgate.reference import db, entitlements, provider_client
+from opsgate.reference.backups import scheduler_for
 from opsgate.reference.database import Database, make_pool
 from opsgate.reference.errors import ApiError
 from opsgate.reference.httpserver import embedded_server
@@ -73,8 +74,15 @@ class WorkerApp:
         self.pool = make_pool(s.database_url, max_size=8)
         await self.pool.open(wait=True, timeout=30.0)
         self.db = Database(self.pool, self.metrics)
+        # "ALWAYS backup before migrations!" (seed 003), whoever migrates; its gauge stays off the worker's
+        # /metrics (the api owns backup_last_success_timestamp, and scrapes are summed).
+        backups = scheduler_for(s, PlatformMetrics("worker-migration-backup"))
         async with self.db.connection(timeout_s=10.0) as conn:
-            await db.migrate(conn)
+            await db.migrate(
+                conn,
+                backup=None if backups is None or self.defect("migration-without-backup") else backups.backup_now,
+                skip_newest=self.defect("migration-skipped"),
+            )
         self.redis = fast_redis(s.redis_url)
         self.provider = httpx.AsyncClient(
             base_url=s.provider_url, headers={"Authorization": f"Bearer {s.provider_api_key}"}
