@@ -35,6 +35,8 @@ CAUGHT = [
     ("provider_errors", "monitoring-webhook-silent", "reported to the monitoring webhook"),
     ("redelivered_webhooks", "duplicate-webhook-processed", "each event applied exactly once"),
     ("kill_switch_admin_page", "kill-switch-ignored", "new sends refused"),
+    ("maintenance_window", "kill-switch-ignored", "new sends refused (409 SENDING_PAUSED)"),
+    ("maintenance_window", "maintenance-allows-writes", "writes rejected with 503 MAINTENANCE during maintenance"),
     ("backup_restore", "backup-omits-table", "table audit_events missing from the restored database"),
 ]
 

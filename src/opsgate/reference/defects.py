@@ -44,7 +44,7 @@ CATALOGUE: dict[str, Defect] = {
         Defect(
             "kill-switch-ignored",
             "POST /tenants/{id}/pause is recorded but sends are not blocked",
-            "kill-switch drill and test_platform kill switch",
+            "kill-switch drill, test_platform kill switch and the maintenance_window drill (new sends refused)",
         ),
         Defect(
             "dnc-skips-unnormalised",
@@ -74,7 +74,7 @@ CATALOGUE: dict[str, Defect] = {
         Defect(
             "maintenance-allows-writes",
             "maintenance mode is reported but writes are accepted",
-            "maintenance-mode drill",
+            "maintenance-mode drill and the maintenance_window drill (writes rejected with 503 MAINTENANCE)",
         ),
         Defect(
             "slow-messages-route",
