@@ -37,6 +37,7 @@ CAUGHT = [
     ("kill_switch_admin_page", "kill-switch-ignored", "new sends refused"),
     ("maintenance_window", "kill-switch-ignored", "new sends refused (409 SENDING_PAUSED)"),
     ("maintenance_window", "maintenance-allows-writes", "writes rejected with 503 MAINTENANCE during maintenance"),
+    ("maintenance_window", "maintenance-flag-sticks", "maintenance lifted, kill switch still on"),
     ("backup_restore", "backup-omits-table", "table audit_events missing from the restored database"),
 ]
 

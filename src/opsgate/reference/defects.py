@@ -77,6 +77,11 @@ CATALOGUE: dict[str, Defect] = {
             "maintenance-mode drill and the maintenance_window drill (writes rejected with 503 MAINTENANCE)",
         ),
         Defect(
+            "maintenance-flag-sticks",
+            "the api caches maintenance mode once it has seen it on: after maintenance off writes stay 503 MAINTENANCE",
+            "maintenance_window drill (maintenance lifted, kill switch still on) and the maintenance-mode drill",
+        ),
+        Defect(
             "slow-messages-route",
             "POST /v1/tenants/{id}/messages sleeps 3x its 500 ms SLO",
             "SLO send-message and p95 gates",
