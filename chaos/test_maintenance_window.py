@@ -309,7 +309,7 @@ async def test_maintenance_window(drill: Drill, target: Target, local_environmen
         "while paused; once the window's own refused writes have aged out of the alert rules, no paging alert "
         "fires over the 15 minutes watch (scaled); the migration rolled back."
     )
-    drill.timeout_s = target.scaled(3600.0, floor_s=90.0)
+    drill.timeout_s = target.scaled(3600.0, floor_s=180.0)  # above the sum of its bounded waits (~90 s here)
     propagation_s = target.scaled(60.0)  # seed 001: "All new sends blocked within 60 seconds"
     drain_s = target.scaled(300.0, floor_s=5.0)
     watch_s = target.scaled(900.0, floor_s=5.0)  # seed 001: "Monitor for 15 minutes"
