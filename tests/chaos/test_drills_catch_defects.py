@@ -32,6 +32,7 @@ GROUPS: dict[str, list[tuple[str, str, str]]] = {
         ("plan_change_entitlements", "plan-change-keeps-old-modules", "plan-sourced modules and flags match Core"),
         ("cancellation_entitlements", "cancellation-drops-overrides", "overrides intact after the cancellation"),
         ("monitoring_sink_failure", "monitoring-relay-off", "every dead letter's failure event reported exactly once"),
+        ("maintenance_window", "maintenance-flag-sticks", "maintenance lifted, kill switch still on"),
     ],
     "readiness-and-switches": [
         ("redis-outage", "readiness-ignores-redis", "/readyz"),
@@ -42,6 +43,7 @@ GROUPS: dict[str, list[tuple[str, str, str]]] = {
         ("monitoring_sink_failure", "monitoring-events-dropped", "failure events held in the outbox"),
         ("backup_schedule", "backup-retention-unbounded", "older backups not pruned"),
         ("redis_rdb_snapshots", "redis-snapshots-off", "RDB snapshots are off"),
+        ("maintenance_window", "kill-switch-ignored", "new sends refused (409 SENDING_PAUSED)"),
     ],
     "outages-and-restarts": [
         ("postgres-outage", "readiness-always-ok", "/readyz"),
@@ -58,6 +60,7 @@ GROUPS: dict[str, list[tuple[str, str, str]]] = {
         # dropped after the first failure: nothing is ever dead-lettered (nor delivered)
         ("provider_errors", "retries-drop-messages", "0 dead-lettered"),
         ("nightly_dump_custom_format", "backup-plain-format", "custom format"),
+        ("maintenance_window", "maintenance-allows-writes", "writes rejected with 503 MAINTENANCE during maintenance"),
     ],
     "monitoring-silent": [
         ("provider_errors", "monitoring-webhook-silent", "reported to the monitoring webhook"),
@@ -82,7 +85,7 @@ def drill(tmp_path: Path, match: str | None, defects: str = "") -> tuple[int, st
     if match:
         args += ["--match", match]
     env = {"OPSGATE_DEFECTS": defects, "OPSGATE_STATE_DIR": str(tmp_path / "state")}
-    result = run_opsgate(args, timeout_s=600, env=env)
+    result = run_opsgate(args, timeout_s=1200, env=env)
     output = result.stdout + result.stderr
     report = next((line for line in output.splitlines() if "report: " in line), "")
     summary_path = Path(report.split("report: ", 1)[-1].strip()).with_name("summary.json") if report else None

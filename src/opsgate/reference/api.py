@@ -150,6 +150,8 @@ class ApiContext:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     monitoring: MonitoringOutbox | None = None
     """The monitoring outbox; set in the lifespan (its relay runs in this process)."""
+    maintenance_seen: bool = False
+    """Defect ``maintenance-flag-sticks`` only: maintenance mode was seen on once, and is never read again."""
 
     def defect(self, name: str) -> bool:
         """True when the named defect is planted."""
@@ -256,7 +258,8 @@ async def ensure_writable(c: ApiContext, conn: psycopg.AsyncConnection[Any]) -> 
     """Reject a write with 503 ``MAINTENANCE`` while maintenance mode is on (seed 002)."""
     if c.defect("maintenance-allows-writes"):
         return
-    if await db.get_setting(conn, MAINTENANCE_KEY, False):
+    if c.maintenance_seen or await db.get_setting(conn, MAINTENANCE_KEY, False):
+        c.maintenance_seen = c.defect("maintenance-flag-sticks")
         raise ApiError(503, "MAINTENANCE", "maintenance mode is on: writes are rejected, reads are served")
 
 

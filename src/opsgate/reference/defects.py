@@ -45,7 +45,7 @@ CATALOGUE: dict[str, Defect] = {
         Defect(
             "kill-switch-ignored",
             "POST /tenants/{id}/pause is recorded but sends are not blocked",
-            "kill-switch drill and test_platform kill switch",
+            "kill-switch drill, test_platform kill switch and the maintenance_window drill (new sends refused)",
         ),
         Defect(
             "dnc-skips-unnormalised",
@@ -106,7 +106,12 @@ CATALOGUE: dict[str, Defect] = {
         Defect(
             "maintenance-allows-writes",
             "maintenance mode is reported but writes are accepted",
-            "maintenance-mode drill",
+            "maintenance-mode drill and the maintenance_window drill (writes rejected with 503 MAINTENANCE)",
+        ),
+        Defect(
+            "maintenance-flag-sticks",
+            "the api caches maintenance mode once it has seen it on: after maintenance off writes stay 503 MAINTENANCE",
+            "maintenance_window drill (maintenance lifted, kill switch still on) and the maintenance-mode drill",
         ),
         Defect(
             "slow-messages-route",
