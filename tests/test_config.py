@@ -64,6 +64,7 @@ def test_local_target_loads() -> None:
         "worker-heartbeat",
         "provider-quota",
         "monitoring-backlog",
+        "billing-audit-trail",
         "billing-events-not-stuck",
         "sends-not-stuck",
         "migrations-applied",

@@ -192,3 +192,33 @@ async def test_held_sends_set_aside_stay_queued_after_resume_and_fail_the_gate(
     failed = checks["gate[sends-not-stuck]"]
     assert failed["verdict"] == "fail" and failed["measured"] == 3, failed
     assert checks["gate[billing-events-not-stuck]"]["verdict"] == "pass", checks
+
+
+def audit_gate(platform: LocalEnvironment, target: Path, tmp_path: Path) -> dict[str, Any]:
+    """Run ``gate[billing-audit-trail]`` alone; returns its summary record."""
+    reports = tmp_path / f"reports-{uuid.uuid4().hex[:6]}"
+    run_opsgate(["gate", "--target", str(target), "--match", "billing-audit-trail"], timeout_s=120,
+                env={**platform.environ(), "OPSGATE_REPORTS_DIR": str(reports)})  # fmt: skip
+    summary = json.loads(((reports / "latest").resolve() / "summary.json").read_text())
+    (record,) = [c for c in summary["checks"] if c["id"] == "gate[billing-audit-trail]"]
+    return dict(record)
+
+
+async def test_the_billing_audit_trail_is_filed_under_billing_and_misfiled_entries_fail_the_gate(
+    platform: LocalEnvironment, external_target: Path, tmp_path: Path
+) -> None:
+    """seed 002: processed events write module='billing' entries with actions billing.<event type>."""
+    processed = "SELECT count(*) FROM billing_webhook_events WHERE event_id = ANY(%s) AND status = 'processed'"
+    ids = await post_webhooks(platform, 3)
+    await poll(lambda: scalar(platform, processed, (ids,)), lambda n: n == 3, what="3 webhooks processed")
+    healthy = audit_gate(platform, external_target, tmp_path)
+    assert healthy["verdict"] == "pass" and healthy["measured"] == 0, healthy
+    with defects_planted(platform, "billing-audit-misfiled"):
+        misfiled = await post_webhooks(platform, 3)
+        try:
+            await poll(lambda: scalar(platform, processed, (misfiled,)), lambda n: n == 3, what="3 more processed")
+            failed = audit_gate(platform, external_target, tmp_path)
+        finally:
+            async with await psycopg.AsyncConnection.connect(platform.database_url, autocommit=True) as conn:
+                await conn.execute("DELETE FROM billing_webhook_events WHERE event_id = ANY(%s)", (misfiled,))
+    assert failed["verdict"] == "fail" and failed["measured"] == 3, failed

@@ -222,6 +222,12 @@ CATALOGUE: dict[str, Defect] = {
             "cancellation_entitlements drill (overrides intact after subscription.canceled)",
         ),
         Defect(
+            "billing-audit-misfiled",
+            "a processed billing event's audit entry is filed under module 'webhooks' with the bare event type:"
+            " the runbook's `WHERE module='billing'` finds nothing",
+            "gate[billing-audit-trail]",
+        ),
+        Defect(
             "replay-reapplies-processed",
             "POST /ops/outbox/{id}/retry also replays a processed billing event: the worker applies it again"
             " (a second audit row, the plan change re-run)",

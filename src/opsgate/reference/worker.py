@@ -321,11 +321,12 @@ class WorkerApp:
         elif event_type == "subscription.canceled":
             drop_overrides = self.defect("cancellation-drops-overrides")
             await entitlements.remove_plan(conn, tenant_id, drop_overrides=drop_overrides)
+        misfiled = self.defect("billing-audit-misfiled")
         await db.audit(
             conn,
             tenant_id=tenant_id,
-            module="billing",
-            action=f"billing.{event_type}",
+            module="webhooks" if misfiled else "billing",
+            action=event_type if misfiled else f"billing.{event_type}",
             entity_type="billing_webhook_event",
             entity_id=event_id,
             actor="billing-worker",
