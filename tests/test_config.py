@@ -47,7 +47,14 @@ def test_local_target_loads() -> None:
     assert target.platform is not None and target.platform.workers == 1
     api = target.services["api"]
     assert api.url == "http://127.0.0.1:8001"
-    assert [check.path for check in api.health] == ["/health", "/healthz", "/readyz", "/metrics"]
+    assert [check.path for check in api.health] == [
+        "/health",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/health/db",
+        "/api/health/redis",
+    ]
     liveness = api.health[1]
     assert liveness.expect.json == {"status": "ok"}
     assert liveness.expect.max_latency_ms == 200
@@ -63,6 +70,7 @@ def test_local_target_loads() -> None:
         "no-paging-alert-firing",
         "worker-heartbeat",
         "provider-quota",
+        "worker-processing-rate",
         "billing-events-not-stuck",
         "sends-not-stuck",
     ]
@@ -86,6 +94,9 @@ def test_local_target_loads() -> None:
         "activate-restores-sends",
         "resume-restores-sends",
         "dnc-contact-receives-nothing",
+        "post-deploy-verification",
+        "synthetic-checks",
+        "smoke",
     ]
     diagnosed = {f.name for f in target.flows if f.diagnose == "messages-not-sending"}
     assert diagnosed == {"send-sms-delivered", "stop-blocks-next-send", "activate-restores-sends", "resume-restores-sends"}
@@ -110,6 +121,7 @@ def test_local_target_loads() -> None:
         "maintenance-mode",
         "postgres-latency",
         "webhook-secret-rotation",
+        "health-baseline",
     ]
     assert target.drills[1].fault.repeat == 2 and target.drills[1].traffic[0].phase == "before"
     assert [(s.name, s.p95_ms, s.load.rate_per_s) for s in target.slos] == [

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from opsgate.config import Flow, FlowStep, Target
-from opsgate.probes.http import HttpObservation, json_field, request, subset_mismatch
+from opsgate.probes.http import HttpObservation, contains_mismatch, json_field, request, subset_mismatch
 from opsgate.probes.sources import service_url
 from opsgate.reference.signing import sign
 
@@ -57,9 +57,9 @@ def fill(template: Any, variables: dict[str, str]) -> Any:
 def problem_of(step: FlowStep, observed: HttpObservation) -> str | None:
     if observed.status != step.expect.status:
         return f"expected status {step.expect.status}, got {observed.status}: {observed.text[:200]}"
-    if step.expect.json is not None:
-        return subset_mismatch(step.expect.json, observed.json)
-    return None
+    if step.expect.json is not None and (mismatch := subset_mismatch(step.expect.json, observed.json)):
+        return mismatch
+    return contains_mismatch(step.expect.contains, observed)
 
 
 def zone_at_hour(local_hour: int, now: datetime.datetime | None = None) -> str:
