@@ -27,6 +27,10 @@ CAUGHT = [
     ("drill and kill-switch", "kill-switch-ignored", "new sends refused within 60 s"),
     ("postgres-latency", "slow-messages-route", "gate send-message-p95 verdict pass"),
     ("webhook-secret-rotation", "rotation-keeps-old-secret", "old signature refused after the switch"),
+    # connectivity endpoints answering "connected" without asking: only an outage shows the lie
+    ("postgres-outage", "health-db-always-connected", "/api/health/db says disconnected"),
+    ("redis-outage", "health-redis-always-connected", "/api/health/redis says disconnected"),
+    ("health-baseline", "worker-throttled", "send queue back to its baseline (empty)"),
     # the worker never holds a send while the provider is slow: it does not call the provider at all
     ("worker_killed_mid_flight", "worker-acks-without-send", "sends held in flight by the worker"),
     ("graceful_stop", "sigterm-abandons-jobs", "no in-flight send abandoned by the graceful stop"),
