@@ -199,7 +199,7 @@ CATALOGUE: dict[str, Defect] = {
         Defect(
             "worker-throttled",
             "the worker takes one send at a time and holds each 0.5 s: at most 2 sends/s whatever arrives",
-            "gate[worker-processing-rate] (processed/accepted under 10 sends/s) and the health-baseline drill"
+            "gate[worker-processing-rate] (processed/accepted under 20 sends/s) and the health-baseline drill"
             " (the send queue not back to its baseline in time)",
         ),
         Defect(
