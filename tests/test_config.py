@@ -449,6 +449,14 @@ MALFORMED = {
         MINIMAL + "flows:\n  - {name: f, steps: [{path: /x}], diagnose: messages-not-sending}\n",
         "flows[0].diagnose: expected a diagnosis of diagnoses (none), got 'messages-not-sending'",
     ),
+    "browser-step-see-and-click": (
+        MINIMAL + "browser:\n  - {name: b, steps: [{see: h1, click: a}]}\n",
+        "browser[0].steps[0]: expected exactly one of goto, fill, click, see, got {'click': 'a', 'see': 'h1'}",
+    ),
+    "expect-contains-not-text": (
+        MINIMAL + "flows:\n  - {name: f, steps: [{path: /x, expect: {contains: [a]}}]}\n",
+        "flows[0].steps[0].expect.contains: expected a string, got ['a']",
+    ),
     "several-errors": (
         "name: t\nenvironment: prod\ntime_scale: 0\nprovider: cloud\n",
         "environment: expected 'local', 'staging' or 'production', got 'prod' (+2 more)",
