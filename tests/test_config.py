@@ -47,7 +47,14 @@ def test_local_target_loads() -> None:
     assert target.platform is not None and target.platform.workers == 1
     api = target.services["api"]
     assert api.url == "http://127.0.0.1:8001"
-    assert [check.path for check in api.health] == ["/health", "/healthz", "/readyz", "/metrics"]
+    assert [check.path for check in api.health] == [
+        "/health",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/health/db",
+        "/api/health/redis",
+    ]
     liveness = api.health[1]
     assert liveness.expect.json == {"status": "ok"}
     assert liveness.expect.max_latency_ms == 200
@@ -65,6 +72,7 @@ def test_local_target_loads() -> None:
         "provider-quota",
         "monitoring-backlog",
         "billing-audit-trail",
+        "worker-processing-rate",
         "billing-events-not-stuck",
         "sends-not-stuck",
         "migrations-applied",
@@ -74,7 +82,8 @@ def test_local_target_loads() -> None:
     delivery = target.gates[2].delivery
     assert delivery is not None and (delivery.count, delivery.rate_per_s, delivery.within) == (60, 20, 300.0)
     assert target.gates[3].judged_on_delta and target.gates[3].scale_threshold
-    assert target.gates[10].sql_durations == {"stuck_after_s": 600.0}
+    gates = {g.name: g for g in target.gates}
+    assert gates["billing-events-not-stuck"].sql_durations == {"stuck_after_s": 600.0}
     assert [f.name for f in target.flows] == [
         "send-sms-delivered",
         "force-backup-newer",
@@ -92,6 +101,9 @@ def test_local_target_loads() -> None:
         "activate-restores-sends",
         "resume-restores-sends",
         "dnc-contact-receives-nothing",
+        "post-deploy-verification",
+        "synthetic-checks",
+        "smoke",
     ]
     diagnosed = {f.name for f in target.flows if f.diagnose == "messages-not-sending"}
     assert diagnosed == {
@@ -123,6 +135,7 @@ def test_local_target_loads() -> None:
         "maintenance-mode",
         "postgres-latency",
         "webhook-secret-rotation",
+        "health-baseline",
     ]
     assert target.drills[1].fault.repeat == 2 and target.drills[1].traffic[0].phase == "before"
     assert [(s.name, s.p95_ms, s.load.rate_per_s) for s in target.slos] == [
@@ -449,6 +462,14 @@ MALFORMED = {
     "flow-diagnose-without-diagnoses": (
         MINIMAL + "flows:\n  - {name: f, steps: [{path: /x}], diagnose: messages-not-sending}\n",
         "flows[0].diagnose: expected a diagnosis of diagnoses (none), got 'messages-not-sending'",
+    ),
+    "browser-step-see-and-click": (
+        MINIMAL + "browser:\n  - {name: b, steps: [{see: h1, click: a}]}\n",
+        "browser[0].steps[0]: expected exactly one of goto, fill, click, see, got {'click': 'a', 'see': 'h1'}",
+    ),
+    "expect-contains-not-text": (
+        MINIMAL + "flows:\n  - {name: f, steps: [{path: /x, expect: {contains: [a]}}]}\n",
+        "flows[0].steps[0].expect.contains: expected a string, got ['a']",
     ),
     "several-errors": (
         "name: t\nenvironment: prod\ntime_scale: 0\nprovider: cloud\n",

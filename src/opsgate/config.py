@@ -300,6 +300,8 @@ with warnings.catch_warnings():
         """Slowest acceptable response, in milliseconds."""
         headers: dict[str, str] | None = None
         """Headers the response must carry with these exact values."""
+        contains: str | None = None
+        """Text the response body must contain (e.g. a metric's name in ``/metrics``); the first 1 MB is read."""
 
 
 class HealthCheck(_Section):
@@ -667,17 +669,19 @@ class FreshnessSpec(_Section):
 
 
 class BrowserStep(_Section):
-    """One action in the browser: open a path, fill a field, or click."""
+    """One action in the browser: open a path, fill a field, click, or see an element shown (before going on)."""
 
     goto: str | None = None
     fill: dict[str, str] | None = None
     """``{css selector: value}``."""
     click: str | None = None
+    see: str | None = None
+    """A css selector that must be visible now, within the check's budget: a mid-journey expectation."""
 
     @model_validator(mode="after")
     def _one_action(self) -> BrowserStep:
-        if sum(x is not None for x in (self.goto, self.fill, self.click)) != 1:
-            raise _FieldProblem("exactly one of goto, fill, click", self.model_dump(exclude_none=True))
+        if sum(x is not None for x in (self.goto, self.fill, self.click, self.see)) != 1:
+            raise _FieldProblem("exactly one of goto, fill, click, see", self.model_dump(exclude_none=True))
         return self
 
 

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from opsgate.config import DiagnosisStep, Target
 from opsgate.probes import datastores
 from opsgate.probes.base import ProbeError
-from opsgate.probes.http import request, subset_mismatch
+from opsgate.probes.http import contains_mismatch, request, subset_mismatch
 from opsgate.probes.queues import queue_depth
 from opsgate.probes.sources import service_url
 
@@ -52,7 +52,10 @@ async def _http(client: httpx.AsyncClient, target: Target, step: DiagnosisStep) 
     problem = None
     if observed.status != expect.status:
         problem = f"{probe.method} {url}: expected status {expect.status}, got {observed.status}: {observed.text[:120]}"
-    elif expect.json is not None and (mismatch := subset_mismatch(expect.json, observed.json)):
+    elif mismatch := (
+        (subset_mismatch(expect.json, observed.json) if expect.json is not None else None)
+        or contains_mismatch(expect.contains, observed)
+    ):
         problem = f"{probe.method} {url}: {mismatch}"
     elif expect.max_latency_ms is not None and observed.latency_ms >= expect.max_latency_ms:
         problem = f"{probe.method} {url}: latency {observed.latency_ms:.0f} ms, expected < {expect.max_latency_ms:g} ms"

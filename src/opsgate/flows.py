@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from opsgate.config import Flow, FlowStep, Target
-from opsgate.probes.http import HttpObservation, json_field, request, subset_mismatch
+from opsgate.probes.http import HttpObservation, contains_mismatch, json_field, request, subset_mismatch
 from opsgate.probes.sources import service_url
 from opsgate.reference.signing import sign
 
@@ -61,8 +61,9 @@ def problem_of(step: FlowStep, observed: HttpObservation, variables: dict[str, s
         return f"expected status {step.expect.status}, got {observed.status}: {observed.text[:200]}"
     if step.expect.json is not None:
         expected = fill(step.expect.json, variables) if variables is not None else step.expect.json
-        return subset_mismatch(expected, observed.json)
-    return None
+        if mismatch := subset_mismatch(expected, observed.json):
+            return mismatch
+    return contains_mismatch(step.expect.contains, observed)
 
 
 def zone_at_hour(local_hour: int, now: datetime.datetime | None = None) -> str:

@@ -75,6 +75,15 @@ GROUPS: dict[str, list[tuple[str, str, str]]] = {
     "maintenance-sticks": [
         ("maintenance_window", "maintenance-flag-sticks", "maintenance lifted, kill switch still on"),
     ],
+    # connectivity endpoints answering "connected" without asking: only an outage shows the lie
+    "connectivity-lies": [
+        ("postgres-outage", "health-db-always-connected", "/api/health/db says disconnected"),
+        ("redis-outage", "health-redis-always-connected", "/api/health/redis says disconnected"),
+    ],
+    # one send at a time, 0.5 s each: every drill's traffic would crawl, so alone
+    "throttled": [
+        ("health-baseline", "worker-throttled", "send queue back to its baseline (empty)"),
+    ],
     # the worker never holds a send while the provider is slow: it does not call the provider at all
     "acks-without-send": [
         ("worker_killed_mid_flight", "worker-acks-without-send", "sends held in flight by the worker"),

@@ -195,6 +195,36 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, status_code=503 if failing else 200)
 
 
+async def health_db(request: Request) -> Response:
+    """Seed 003's ``/api/health/db``: 200 ``{"postgres": "connected"}``, or 503 ``disconnected``.
+
+    The runbook's platform answers ``{"mongodb": ...}``; the reference platform's database is PostgreSQL, so the
+    key names it. Asked with ``SELECT 1`` every time (1 s at most), never from a cached state.
+    """
+    c = ctx(request)
+    if c.defect("health-db-always-connected"):
+        return JSONResponse({"postgres": "connected"})
+    check = await _timed_check(_postgres_ok(c))
+    return _connectivity("postgres", check)
+
+
+async def health_redis(request: Request) -> Response:
+    """Seed 003's ``/api/health/redis``: 200 ``{"redis": "connected"}`` after a PING, or 503 ``disconnected``."""
+    c = ctx(request)
+    if c.defect("health-redis-always-connected"):
+        return JSONResponse({"redis": "connected"})
+    check = await _timed_check(_redis_ok(c))
+    return _connectivity("redis", check)
+
+
+def _connectivity(name: str, check: dict[str, Any]) -> Response:
+    """One dependency's connectivity answer: ``{name: connected|disconnected, latency_ms[, error]}``."""
+    body: dict[str, Any] = {name: "connected" if check["ok"] else "disconnected", "latency_ms": check["latency_ms"]}
+    if not check["ok"]:
+        body["error"] = check.get("error", "")
+    return JSONResponse(body, status_code=200 if check["ok"] else 503)
+
+
 async def _postgres_ok(c: ApiContext) -> None:
     async with c.db.connection(timeout_s=1.0) as conn:
         await conn.execute("SELECT 1")
@@ -510,6 +540,35 @@ async def _requeue(c: ApiContext, queue: str, job_id: str, data: dict[str, Any])
         log.warning("requeue of %s on %s failed (%s): left to the outbox sweeper", job_id, queue, type(exc).__name__)
         return False
     return True
+
+
+MESSAGE_LIST_MAX = 100
+
+
+async def list_messages(request: Request) -> Response:
+    """A tenant's newest messages (``?limit=N``, 1..100, default 20): for the tenant and for admins.
+
+    Seed 002's synthetic check reads ``/pos/tickets?limit=1`` with a service-account token; this is that read here.
+    """
+    c = ctx(request)
+    tenant_id = parse_uuid(request.path_params["tenant_id"], "tenant")
+    raw = request.query_params.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= MESSAGE_LIST_MAX:
+        raise ApiError(422, "VALIDATION_ERROR", f"limit: expected an integer 1..{MESSAGE_LIST_MAX}, got {raw!r}")
+    async with c.db.connection() as conn:
+        if not c.defect("message-list-unauthenticated"):
+            if request.url.path.startswith("/v1/"):
+                await require_tenant(conn, request, tenant_id)
+            else:
+                await require_admin(conn, request)
+        cur = await conn.execute(
+            "SELECT id::text, channel, recipient, status, created_at FROM messages WHERE tenant_id = %s"
+            " ORDER BY created_at DESC, id LIMIT %s",
+            (tenant_id, int(raw)),
+        )
+        rows = await cur.fetchall()
+    messages = [{"id": r[0], "channel": r[1], "to": r[2], "status": r[3], "created_at": r[4].isoformat()} for r in rows]
+    return JSONResponse({"tenant_id": tenant_id, "count": len(messages), "messages": messages})
 
 
 async def add_dnc(request: Request) -> Response:
@@ -999,7 +1058,9 @@ async def admin_home(request: Request) -> Response:
 
 
 async def admin_login_form(request: Request) -> Response:
-    return HTMLResponse(admin_page.render_login(error=None))
+    # The admin-login-form-broken defect: the form still posts to the route's old name, which answers 404.
+    action = "/admin/signin" if ctx(request).defect("admin-login-form-broken") else "/admin/login"
+    return HTMLResponse(admin_page.render_login(error=None, action=action))
 
 
 async def admin_login_submit(request: Request) -> Response:
@@ -1013,6 +1074,18 @@ async def admin_login_submit(request: Request) -> Response:
         token = await create_session(conn, username)
     response = RedirectResponse("/admin", status_code=303)
     response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_TTL_S, httponly=True, samesite="strict")
+    return response
+
+
+async def admin_logout(request: Request) -> Response:
+    """The admin page's "Log out": ends the session and goes back to the login form."""
+    c = ctx(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        async with c.db.connection() as conn:
+            await delete_session(conn, token)
+    response = RedirectResponse("/admin/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
     return response
 
 
@@ -1100,11 +1173,15 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/health", health),
         Route("/healthz", health),
         Route("/readyz", readyz),
+        Route("/api/health/db", health_db),
+        Route("/api/health/redis", health_redis),
         Route("/metrics", metrics_endpoint),
         timings_route(metrics.request_timings),
         Route("/auth/login", login, methods=["POST"]),
         Route("/auth/logout", logout, methods=["POST"]),
         Route("/v1/tenants/{tenant_id}/messages", send_message, methods=["POST"]),
+        Route("/v1/tenants/{tenant_id}/messages", list_messages, methods=["GET"]),
+        Route("/tenants/{tenant_id}/messages", list_messages, methods=["GET"]),
         Route("/v1/tenants/{tenant_id}/do-not-contact", add_dnc, methods=["POST"]),
         Route("/v1/messages/{message_id}", get_message),
         Route("/api/notifications/{message_id}/resend", resend_notification, methods=["PATCH"]),
@@ -1117,6 +1194,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/admin", admin_home),
         Route("/admin/login", admin_login_form, methods=["GET"]),
         Route("/admin/login", admin_login_submit, methods=["POST"]),
+        Route("/admin/logout", admin_logout, methods=["POST"]),
         Route("/admin/tenants", create_tenant, methods=["POST"]),
         Route("/admin/tenants/{tenant_id}/overrides", set_override, methods=["PUT"]),
         Route("/admin/tenants/{tenant_id}/{action:str}", admin_kill_switch, methods=["POST"]),

@@ -121,7 +121,7 @@ CATALOGUE: dict[str, Defect] = {
         Defect(
             "queue-gauge-missing",
             "bull_queue_jobs_* gauges are missing from /metrics",
-            "metric gates on queue depth",
+            "metric gates on queue depth; flow[post-deploy-verification] (/metrics lacks bull_queue_jobs_waiting)",
         ),
         Defect(
             "monitoring-webhook-silent",
@@ -251,6 +251,40 @@ CATALOGUE: dict[str, Defect] = {
             "the worker serves /healthz and /readyz but no longer /health: the runbook's `curl .../health` answers"
             " 404 although the worker runs, so on-call reads a healthy worker as down",
             "diagnosis[messages-not-sending/worker-running] (404; health[worker:/healthz] still passes)",
+        ),
+        Defect(
+            "health-db-always-connected",
+            'api /api/health/db answers 200 {"postgres": "connected"} without asking PostgreSQL',
+            "postgres-outage drill (expect_during: /api/health/db 503 disconnected); health[api:/api/health/db]"
+            " itself fails in a real outage",
+        ),
+        Defect(
+            "health-redis-always-connected",
+            'api /api/health/redis answers 200 {"redis": "connected"} without a PING',
+            "redis-outage drill (expect_during: /api/health/redis 503 disconnected); health[api:/api/health/redis]"
+            " itself fails in a real outage",
+        ),
+        Defect(
+            "message-list-unauthenticated",
+            "GET /v1/tenants/{id}/messages and /tenants/{id}/messages answer without any token: a tenant's"
+            " messages readable by anyone",
+            "flow[synthetic-checks] (the list read without the service-account token must get 401)",
+        ),
+        Defect(
+            "email-sends-fail",
+            "the worker has no provider route for email: every email send fails, is retried and dead-lettered",
+            "flow[smoke] (the email it sends is never delivered by the provider's record)",
+        ),
+        Defect(
+            "worker-throttled",
+            "the worker takes one send at a time and holds each 0.5 s: at most 2 sends/s whatever arrives",
+            "gate[worker-processing-rate] (processed/accepted under 20 sends/s) and the health-baseline drill"
+            " (the send queue not back to its baseline in time)",
+        ),
+        Defect(
+            "admin-login-form-broken",
+            "the admin login form posts to /admin/signin, a route that no longer exists (404): nobody can log in",
+            "browser[admin-smoke-e2e] (and browser[admin-kill-switch-state]): the login never reaches the admin page",
         ),
         Defect(
             "sigterm-abandons-jobs",

@@ -43,6 +43,7 @@ HEARTBEAT_TTL_S = 24 * 3600.0
 WEBHOOK_LAG_LIMIT_S = 30.0  # seed 001: "**Webhook Processing:** < 30 seconds lag"
 PLAN_EVENTS = {"subscription.created", "subscription.plan_changed", "subscription.canceled"}
 AUDIT_ONLY_EVENTS = {"invoice.paid", "invoice.payment_failed", "invoice.created"}
+THROTTLE_S = 0.5  # the worker-throttled defect: one send at a time, each held this long (2 sends/s at most)
 
 
 class PermanentEventError(Exception):
@@ -63,6 +64,7 @@ class WorkerApp:
     metrics: PlatformMetrics = field(default_factory=lambda: PlatformMetrics("worker"))
     consumers: list[Worker] = field(default_factory=list)
     _tenants: dict[str, _CachedTenant] = field(default_factory=dict)
+    _throttle: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def defect(self, name: str) -> bool:
         """True when the named defect is planted."""
@@ -150,6 +152,9 @@ class WorkerApp:
         """Send one message: claim it, respect the kill switch, call the provider, record the outcome."""
         message_id = str(job.data["message_id"])
         s = self.settings
+        if self.defect("worker-throttled"):
+            async with self._throttle:
+                await asyncio.sleep(THROTTLE_S)
         async with self.db.connection() as conn:
             cur = await conn.execute("SELECT tenant_id::text FROM messages WHERE id = %s", (message_id,))
             found = await cur.fetchone()
@@ -188,6 +193,8 @@ class WorkerApp:
         elif self.defect("monitoring-failure-blocks-sends") and await self._monitoring_backlog():
             # Fail closed on observability: "no send while its failure could not be reported".
             result = provider_client.SendResult(ok=False, reason="monitoring webhook failing: send held back")
+        elif channel == "email" and self.defect("email-sends-fail"):
+            result = provider_client.SendResult(ok=False, reason="no provider route for channel 'email'")
         else:
             result = await provider_client.send(
                 self.provider,
