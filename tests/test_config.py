@@ -65,12 +65,16 @@ def test_local_target_loads() -> None:
         "provider-quota",
         "billing-events-not-stuck",
         "sends-not-stuck",
+        "no-active-incidents",
+        "no-paging-alert-30m",
+        "readiness-availability",
+        "service-uptime",
     ]
     assert target.gates[0].judged_on_delta and not target.gates[5].judged_on_delta
     delivery = target.gates[2].delivery
     assert delivery is not None and (delivery.count, delivery.rate_per_s, delivery.within) == (60, 20, 300.0)
     assert target.gates[3].judged_on_delta and target.gates[3].scale_threshold
-    assert target.gates[-1].sql_durations == {"stuck_after_s": 600.0}
+    assert target.gates[10].sql_durations == {"stuck_after_s": 600.0}
     assert [f.name for f in target.flows] == [
         "send-sms-delivered",
         "billing-webhook-processed",
@@ -88,7 +92,12 @@ def test_local_target_loads() -> None:
         "dnc-contact-receives-nothing",
     ]
     diagnosed = {f.name for f in target.flows if f.diagnose == "messages-not-sending"}
-    assert diagnosed == {"send-sms-delivered", "stop-blocks-next-send", "activate-restores-sends", "resume-restores-sends"}
+    assert diagnosed == {
+        "send-sms-delivered",
+        "stop-blocks-next-send",
+        "activate-restores-sends",
+        "resume-restores-sends",
+    }
     assert {f.diagnose for f in target.flows} == {"messages-not-sending", None}
     diagnosis = target.diagnoses["messages-not-sending"]
     assert [(s.id, s.claim) for s in diagnosis] == [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -166,6 +167,9 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+_READINESS_PROBES = itertools.count(1)  # defect readiness-flaps: every 4th probe fails
+
+
 async def readyz(request: Request) -> Response:
     """200 only when PostgreSQL and Redis answer; the worker's heartbeat is reported, not required."""
     c = ctx(request)
@@ -183,6 +187,8 @@ async def readyz(request: Request) -> Response:
         "heartbeat_age_s": None if age is None else round(age, 3),
         "required": False,
     }
+    if c.defect("readiness-flaps") and next(_READINESS_PROBES) % 4 == 0:
+        checks["postgres"] = {"ok": False, "error": "connection reset while the pool recycled it", "latency_ms": 0.0}
     failing = [name for name in ("postgres", "redis") if name in checks and not checks[name]["ok"]]
     body: dict[str, Any] = {"ready": not failing, "checks": checks}
     if failing:
@@ -213,9 +219,14 @@ async def _timed_check(probe: Awaitable[None]) -> dict[str, Any]:
     return result
 
 
+_METRICS_SCRAPES = itertools.count(1)  # defect metrics-endpoint-flaky: every 3rd scrape fails
+
+
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus exposition; queue, heartbeat and pool gauges are read at scrape time."""
     c = ctx(request)
+    if c.defect("metrics-endpoint-flaky") and next(_METRICS_SCRAPES) % 3 == 0:
+        return Response("internal error", status_code=500)
     c.db.refresh_gauges()
     if c.metrics.queue_jobs:
         with contextlib.suppress(Exception):
@@ -228,6 +239,12 @@ async def metrics_endpoint(request: Request) -> Response:
             c.metrics.heartbeat_age.set(age)
     with contextlib.suppress(Exception):
         await _refresh_optout_windows(c)
+    with contextlib.suppress(Exception):
+        await _refresh_budgets(c)
+    with contextlib.suppress(OSError):
+        c.metrics.refresh_disk(str(c.settings.backup_dir or "."))
+    if c.defect("metrics-counts-db-failure"):
+        c.metrics.db_failures.inc()
     return Response(c.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -241,6 +258,19 @@ async def _refresh_optout_windows(c: ApiContext) -> None:
     for window in windows:
         c.metrics.sms_window_messages.labels(window.tenant_id).set(window.messages)
         c.metrics.sms_window_optouts.labels(window.tenant_id).set(window.optouts)
+
+
+async def _refresh_budgets(c: ApiContext) -> None:
+    """Seed 001's "Budget approaching 90%": today's spend and the daily budget per tenant, from PostgreSQL."""
+    async with c.db.pool.connection(timeout=OPTOUT_REFRESH_TIMEOUT_S) as conn:
+        cur = await conn.execute(
+            "SELECT t.id::text, t.daily_budget_cents, coalesce(b.daily_spent_cents, 0) FROM tenants t"
+            " LEFT JOIN budgets b ON b.tenant_id = t.id AND b.day = current_date"
+        )
+        rows = await cur.fetchall()
+    for tenant, limit, spent in rows:
+        c.metrics.budget_limit.labels(tenant).set(limit)
+        c.metrics.budget_spent.labels(tenant).set(spent)
 
 
 # --- maintenance --------------------------------------------------------------------------------
