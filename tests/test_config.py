@@ -65,8 +65,8 @@ def test_local_target_loads() -> None:
         "provider-quota",
         "billing-events-not-stuck",
         "sends-not-stuck",
-        "no-active-incidents",
         "no-paging-alert-30m",
+        "no-active-incidents",
         "readiness-availability",
         "service-uptime",
     ]

@@ -265,7 +265,8 @@ async def _refresh_budgets(c: ApiContext) -> None:
     async with c.db.pool.connection(timeout=OPTOUT_REFRESH_TIMEOUT_S) as conn:
         cur = await conn.execute(
             "SELECT t.id::text, t.daily_budget_cents, coalesce(b.daily_spent_cents, 0) FROM tenants t"
-            " LEFT JOIN budgets b ON b.tenant_id = t.id AND b.day = current_date"
+            " LEFT JOIN budgets b ON b.tenant_id = t.id AND b.day = current_date - %s",
+            (1 if c.defect("budget-spend-misdated") else 0,),
         )
         rows = await cur.fetchall()
     for tenant, limit, spent in rows:
@@ -618,6 +619,38 @@ async def set_override(request: Request) -> Response:
                 payload=body.model_dump(),
             )
     return JSONResponse({"tenant_id": tenant_id, "source": "override", **body.model_dump()})
+
+
+class Budget(_Body):
+    daily_budget_cents: int = Field(ge=0)
+
+
+async def set_budget(request: Request) -> Response:
+    """Set a tenant's daily budget (cents), audited: the admin's answer to seed 001's "Budget approaching 90%"."""
+    c = ctx(request)
+    tenant_id = parse_uuid(request.path_params["tenant_id"], "tenant")
+    body = await parse_body(request, Budget)
+    async with c.db.connection() as conn:
+        user = await require_admin(conn, request)
+        await ensure_writable(c, conn)
+        async with conn.transaction():
+            cur = await conn.execute(
+                "UPDATE tenants SET daily_budget_cents = %s WHERE id = %s RETURNING id",
+                (body.daily_budget_cents, tenant_id),
+            )
+            if await cur.fetchone() is None:
+                raise ApiError(404, "NOT_FOUND", "no such tenant")
+            await db.audit(
+                conn,
+                tenant_id=tenant_id,
+                module="tenants",
+                action="tenant.budget_changed",
+                entity_type="tenant",
+                entity_id=tenant_id,
+                actor=user,
+                payload=body.model_dump(),
+            )
+    return JSONResponse({"tenant_id": tenant_id, **body.model_dump()})
 
 
 async def create_tenant(request: Request) -> Response:
@@ -1008,6 +1041,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/admin/login", admin_login_submit, methods=["POST"]),
         Route("/admin/tenants", create_tenant, methods=["POST"]),
         Route("/admin/tenants/{tenant_id}/overrides", set_override, methods=["PUT"]),
+        Route("/admin/tenants/{tenant_id}/budget", set_budget, methods=["PUT"]),
         Route("/admin/tenants/{tenant_id}/{action:str}", admin_kill_switch, methods=["POST"]),
         Route("/admin/maintenance", get_maintenance, methods=["GET"]),
         Route("/admin/maintenance", put_maintenance, methods=["PUT"]),

@@ -202,6 +202,12 @@ CATALOGUE: dict[str, Defect] = {
             "metric_labels[http_requests_total] (the worker's samples without a status label)",
         ),
         Defect(
+            "budget-spend-misdated",
+            "the api's tenant_budget_spent_cents reads yesterday's spend, not today's: a tenant at 90% of its daily"
+            " budget shows none spent, so Budget approaching 90% never fires",
+            "alert_live[BudgetApproaching90] (not pending within its deadline)",
+        ),
+        Defect(
             "deployed-rules-missing-billing",
             "the environment deploys the rule file without its billing group: BillingWebhookRetrying/Failed"
             " never load into Prometheus, so retries and failures raise no notification",
