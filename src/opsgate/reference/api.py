@@ -54,6 +54,7 @@ log = logging.getLogger("opsgate.reference.api")
 MAINTENANCE_KEY = "support.maintenance_mode"  # seed 002's feature flag name
 WEBHOOK_SECRET_KEY = "billing.webhook_secret_active"  # which secret signs billing webhooks: configured | next
 OPTOUT_REFRESH_TIMEOUT_S = 0.5
+SCRAPE_DB_BUDGET_S = 0.4  # seconds of a /metrics scrape spent reading per-tenant gauges from PostgreSQL
 SLOW_ROUTE_DELAY_S = 1.5  # the slow-messages-route defect: 3x the 500 ms SLO (seed 001)
 
 
@@ -237,10 +238,12 @@ async def metrics_endpoint(request: Request) -> Response:
         age = await c.queues.heartbeat_age_s()
         if age is not None:
             c.metrics.heartbeat_age.set(age)
+    # The per-tenant gauges come from PostgreSQL: bounded as a whole, so a loaded api still answers its scrape
+    # inside Prometheus's 1 s timeout (a failed scrape reads as the api down), with the last values kept.
     with contextlib.suppress(Exception):
-        await _refresh_optout_windows(c)
+        await asyncio.wait_for(_refresh_optout_windows(c), timeout=SCRAPE_DB_BUDGET_S)
     with contextlib.suppress(Exception):
-        await _refresh_budgets(c)
+        await asyncio.wait_for(_refresh_budgets(c), timeout=SCRAPE_DB_BUDGET_S / 2)
     with contextlib.suppress(OSError):
         c.metrics.refresh_disk(str(c.settings.backup_dir or "."))
     if c.defect("metrics-counts-db-failure"):
