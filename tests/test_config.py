@@ -77,6 +77,10 @@ def test_local_target_loads() -> None:
         "sends-not-stuck",
         "migrations-applied",
         "migrations-backed-up-first",
+        "no-paging-alert-30m",
+        "no-active-incidents",
+        "readiness-availability",
+        "service-uptime",
     ]
     assert target.gates[0].judged_on_delta and not target.gates[5].judged_on_delta
     delivery = target.gates[2].delivery

@@ -417,6 +417,17 @@ class QueueSpec(_Section):
     claim: _ClaimId | None = None
 
 
+class MetricLabels(_Section):
+    """A metric every scraped service must expose with these labels set (seed 004: ``http_requests_total{status}``
+    "aggregated per service")."""
+
+    name: _Name
+    """The sample name (``http_requests_total``)."""
+    labels: Annotated[list[_Name], Field(min_length=1)]
+    """Labels each of its samples must carry with a non-empty value."""
+    claim: _ClaimId | None = None
+
+
 class Metrics(_Section):
     """Where metrics are read."""
 
@@ -424,6 +435,8 @@ class Metrics(_Section):
     """Prometheus exposition endpoints read directly (``/metrics``)."""
     prometheus: _OptionalHttpUrl = None
     """A Prometheus server's base URL for PromQL; an empty value means none."""
+    required: list[MetricLabels] = []
+    """Metrics each ``scrape`` endpoint must expose, with their labels."""
 
 
 class MetricSelector(_Section):
@@ -723,10 +736,11 @@ class AlertInput(_Section):
     (``_bucket`` series) with these ``buckets`` (upper bounds, seconds). ``events``: ``metric`` is a
     counter incremented once per event. ``count_window``: a window of the last ``size`` events, not of
     time ("> 3% in rolling 100 messages"): ``metric`` is a gauge of the window's hits (opt-outs),
-    ``denominator`` a gauge of how many events the window holds (up to ``size``).
+    ``denominator`` a gauge of how many events the window holds (up to ``size``). ``rate``: ``metric`` is a
+    counter whose per-second rate is the level (CPU seconds per second: a share of one core).
     """
 
-    kind: Literal["gauge", "ratio", "gauge_ratio", "quantile", "events", "count_window"]
+    kind: Literal["gauge", "ratio", "gauge_ratio", "quantile", "events", "count_window", "rate"]
     metric: _Name
     labels: dict[str, str] = {}
     denominator: MetricSelector | None = None
@@ -759,7 +773,7 @@ class AlertThreshold(_Section):
     comparator: Literal[">", ">=", "<", "<="] = ">"
     for_: Annotated[Duration, Field(alias="for")] = 0.0
     window: Duration | None = None
-    """For an ``events`` input: the counting window ("> 5 in 15m")."""
+    """For an ``events`` input: the counting window ("> 5 in 15m"); for a ``rate`` input: the rate's range."""
     severity: _Name
     input: AlertInput
     claim: _ClaimId | None = None
@@ -784,6 +798,43 @@ class AlertLive(_Section):
     """Deadline from restore to the resolved notification (scaled)."""
     receiver: _Name | None = None
     """The receiver that must get it (e.g. ``chat`` for warnings, ``paging`` for critical)."""
+    diagnostics: list[_Name] = []
+    """Annotations or labels the firing notification must carry, non-empty (``summary``, ``runbook_url``)."""
+    name: _Name | None = None
+    """The check's id when one alert has several live checks (default: the alert's name)."""
+    claim: _ClaimId | None = None
+
+    @property
+    def id(self) -> str:
+        """The check's id: ``name``, else the alert."""
+        return self.name or self.alert
+
+
+class AlertRoute(_Section):
+    """Named alerts must carry ``severity`` and reach ``receiver`` ("Critical (Page On-Call): ...")."""
+
+    name: _Name
+    alerts: Annotated[list[_Name], Field(min_length=1)]
+    """Alert rules (by name) the runbook lists under this heading."""
+    severity: _Name | None = None
+    """The severity label each of them must carry."""
+    receiver: _Name
+    """The Alertmanager receiver their labels must route to (checked with ``amtool config routes test``)."""
+    claim: _ClaimId | None = None
+
+
+class AlertSeverities(_Section):
+    """The documented severity levels: each routed by Alertmanager, and no rule using another."""
+
+    levels: Annotated[list[_Name], Field(min_length=1)]
+    """Levels the runbook documents (``info``, ``warning``, ``critical``); each needs an ``alerts.routing`` entry."""
+    claim: _ClaimId | None = None
+
+
+class RulesApplied(_Section):
+    """Every alerting rule of a group of the rule files is loaded in ``metrics.prometheus`` as written."""
+
+    group: _Name
     claim: _ClaimId | None = None
 
 
@@ -803,6 +854,11 @@ class Alerts(_Section):
     """Receiver each severity must route to on ``alertmanager`` (checked with ``amtool config routes test``)."""
     routing_claims: dict[str, _ClaimId] = {}
     """The runbook claim each severity's routing check proves (``{critical: seed-004.alerts.critical-pages}``)."""
+    routes: list[AlertRoute] = []
+    """Lists of alerts that must route to one receiver with one severity."""
+    severities: AlertSeverities | None = None
+    applied: list[RulesApplied] = []
+    """Rule groups that must be loaded in the running Prometheus ("ensure the PrometheusRule is applied")."""
 
     @model_validator(mode="after")
     def _claims_route(self) -> Alerts:
@@ -810,6 +866,14 @@ class Alerts(_Section):
             if severity not in self.routing:
                 raise _FieldProblem(f"a severity of alerts.routing ({', '.join(self.routing) or 'none'})", severity,
                                     at=("routing_claims", severity))  # fmt: skip
+        for i, level in enumerate(self.severities.levels if self.severities else []):
+            if level not in self.routing:
+                raise _FieldProblem(f"a severity of alerts.routing ({', '.join(self.routing) or 'none'})", level,
+                                    at=("severities", "levels", i))  # fmt: skip
+        ids = [live.id for live in self.live]
+        duplicate = next((i for i in ids if ids.count(i) > 1), None)
+        if duplicate is not None:
+            raise _FieldProblem("one live check per id (give the others a name)", duplicate, at=("live",))
         return self
 
 

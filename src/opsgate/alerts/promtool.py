@@ -106,6 +106,9 @@ def _series(spec: AlertInput, levels: list[float]) -> list[dict[str, str]]:
         ]
     if spec.kind == "events":
         return [{"series": _labels(spec.metric, spec.labels), "values": _values(_cumulative(levels))}]
+    if spec.kind == "rate":
+        counts = [r * SCRAPE_S for r in levels]
+        return [{"series": _labels(spec.metric, spec.labels), "values": _values(_cumulative(counts))}]
     assert spec.quantile is not None and spec.buckets is not None
     bounds = [*sorted(spec.buckets), math.inf]
     per_minute = [quantile_fractions(spec.quantile, v, spec.buckets) for v in levels]
@@ -190,7 +193,9 @@ def generate(row: AlertThreshold) -> list[dict[str, Any]]:
     higher_is_worse = row.comparator in (">", ">=")
     spec = row.input
     for_min = minutes(row.for_)
-    fire_min = for_min + 2  # rate() needs two samples before pending starts, plus a margin
+    # A bare rate() of a series born at 0 climbs to its level across its window: pending starts a window late.
+    lead = minutes(row.window or 0) if spec.kind == "rate" else 0
+    fire_min = for_min + 2 + lead  # rate() needs two samples before pending starts, plus a margin
     total = fire_min + 1 + SETTLE_MIN + 2
     if spec.kind == "count_window":
         return _count_window_groups(row, threshold, for_min, fire_min, total)
@@ -213,7 +218,7 @@ def generate(row: AlertThreshold) -> list[dict[str, Any]]:
         under_checks = [m / 2 for m in range(2, 2 * (fire_min + 4))]
         fire_at = fire_min
         resolve_at = switch + SETTLE_MIN
-        pending_at = 1 + for_min / 2 if for_min >= 2 else None
+        pending_at = 1 + lead + for_min / 2 if for_min >= 2 else None
     name = row.alert
     never = [{"expr": _count(name, "firing"), "eval_time": _at(t), "exp_samples": []} for t in under_checks]
     over_checks: list[dict[str, Any]] = []

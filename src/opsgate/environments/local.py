@@ -539,8 +539,10 @@ class LocalEnvironment:
         assert self.root is not None
         folder = self.root / "alerting"
         folder.mkdir(exist_ok=True)
-        self.clamps = stack.compressed_rules(self.alert_rules, self.time_scale, folder / "rules.yml")
-        (folder / "alertmanager.yml").write_text(stack.alertmanager_config(self.receiver_url))
+        defects = self.defects if self.defects is not None else os.environ.get("OPSGATE_DEFECTS", "")
+        planted = frozenset(d.strip() for d in defects.split(",") if d.strip())
+        self.clamps = stack.compressed_rules(self.alert_rules, self.time_scale, folder / "rules.yml", defects=planted)
+        (folder / "alertmanager.yml").write_text(stack.alertmanager_config(self.receiver_url, defects=planted))
         self._recipes |= {
             "receiver": (self._receiver_process, self._http_ready("receiver")),
             "alertmanager": (self._alertmanager_process, self._http_ready("alertmanager")),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -53,6 +54,7 @@ log = logging.getLogger("opsgate.reference.api")
 MAINTENANCE_KEY = "support.maintenance_mode"  # seed 002's feature flag name
 WEBHOOK_SECRET_KEY = "billing.webhook_secret_active"  # which secret signs billing webhooks: configured | next
 OPTOUT_REFRESH_TIMEOUT_S = 0.5
+SCRAPE_DB_BUDGET_S = 0.4  # seconds of a /metrics scrape spent reading per-tenant gauges from PostgreSQL
 SLOW_ROUTE_DELAY_S = 1.5  # the slow-messages-route defect: 3x the 500 ms SLO (seed 001)
 
 
@@ -171,6 +173,9 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+_READINESS_PROBES = itertools.count(1)  # defect readiness-flaps: every 4th probe fails
+
+
 async def readyz(request: Request) -> Response:
     """200 only when PostgreSQL and Redis answer; the worker's heartbeat is reported, not required."""
     c = ctx(request)
@@ -188,6 +193,8 @@ async def readyz(request: Request) -> Response:
         "heartbeat_age_s": None if age is None else round(age, 3),
         "required": False,
     }
+    if c.defect("readiness-flaps") and next(_READINESS_PROBES) % 4 == 0:
+        checks["postgres"] = {"ok": False, "error": "connection reset while the pool recycled it", "latency_ms": 0.0}
     failing = [name for name in ("postgres", "redis") if name in checks and not checks[name]["ok"]]
     body: dict[str, Any] = {"ready": not failing, "checks": checks}
     if failing:
@@ -248,9 +255,14 @@ async def _timed_check(probe: Awaitable[None]) -> dict[str, Any]:
     return result
 
 
+_METRICS_SCRAPES = itertools.count(1)  # defect metrics-endpoint-flaky: every 3rd scrape fails
+
+
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus exposition; queue, heartbeat and pool gauges are read at scrape time."""
     c = ctx(request)
+    if c.defect("metrics-endpoint-flaky") and next(_METRICS_SCRAPES) % 3 == 0:
+        return Response("internal error", status_code=500)
     c.db.refresh_gauges()
     if c.metrics.queue_jobs:
         with contextlib.suppress(Exception):
@@ -261,8 +273,16 @@ async def metrics_endpoint(request: Request) -> Response:
         age = await c.queues.heartbeat_age_s()
         if age is not None:
             c.metrics.heartbeat_age.set(age)
+    # The per-tenant gauges come from PostgreSQL: bounded as a whole, so a loaded api still answers its scrape
+    # inside Prometheus's 1 s timeout (a failed scrape reads as the api down), with the last values kept.
     with contextlib.suppress(Exception):
-        await _refresh_optout_windows(c)
+        await asyncio.wait_for(_refresh_optout_windows(c), timeout=SCRAPE_DB_BUDGET_S)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(_refresh_budgets(c), timeout=SCRAPE_DB_BUDGET_S / 2)
+    with contextlib.suppress(OSError):
+        c.metrics.refresh_disk(str(c.settings.backup_dir or "."))
+    if c.defect("metrics-counts-db-failure"):
+        c.metrics.db_failures.inc()
     with contextlib.suppress(Exception):
         async with c.db.pool.connection(timeout=OPTOUT_REFRESH_TIMEOUT_S) as conn:
             c.metrics.monitoring_pending.set(await pending_count(conn))
@@ -279,6 +299,20 @@ async def _refresh_optout_windows(c: ApiContext) -> None:
     for window in windows:
         c.metrics.sms_window_messages.labels(window.tenant_id).set(window.messages)
         c.metrics.sms_window_optouts.labels(window.tenant_id).set(window.optouts)
+
+
+async def _refresh_budgets(c: ApiContext) -> None:
+    """Seed 001's "Budget approaching 90%": today's spend and the daily budget per tenant, from PostgreSQL."""
+    async with c.db.pool.connection(timeout=OPTOUT_REFRESH_TIMEOUT_S) as conn:
+        cur = await conn.execute(
+            "SELECT t.id::text, t.daily_budget_cents, coalesce(b.daily_spent_cents, 0) FROM tenants t"
+            " LEFT JOIN budgets b ON b.tenant_id = t.id AND b.day = current_date - %s",
+            (1 if c.defect("budget-spend-misdated") else 0,),
+        )
+        rows = await cur.fetchall()
+    for tenant, limit, spent in rows:
+        c.metrics.budget_limit.labels(tenant).set(limit)
+        c.metrics.budget_spent.labels(tenant).set(spent)
 
 
 # --- maintenance --------------------------------------------------------------------------------
@@ -705,6 +739,38 @@ async def set_override(request: Request) -> Response:
                 payload=body.model_dump(),
             )
     return JSONResponse({"tenant_id": tenant_id, "source": "override", **body.model_dump()})
+
+
+class Budget(_Body):
+    daily_budget_cents: int = Field(ge=0)
+
+
+async def set_budget(request: Request) -> Response:
+    """Set a tenant's daily budget (cents), audited: the admin's answer to seed 001's "Budget approaching 90%"."""
+    c = ctx(request)
+    tenant_id = parse_uuid(request.path_params["tenant_id"], "tenant")
+    body = await parse_body(request, Budget)
+    async with c.db.connection() as conn:
+        user = await require_admin(conn, request)
+        await ensure_writable(c, conn)
+        async with conn.transaction():
+            cur = await conn.execute(
+                "UPDATE tenants SET daily_budget_cents = %s WHERE id = %s RETURNING id",
+                (body.daily_budget_cents, tenant_id),
+            )
+            if await cur.fetchone() is None:
+                raise ApiError(404, "NOT_FOUND", "no such tenant")
+            await db.audit(
+                conn,
+                tenant_id=tenant_id,
+                module="tenants",
+                action="tenant.budget_changed",
+                entity_type="tenant",
+                entity_id=tenant_id,
+                actor=user,
+                payload=body.model_dump(),
+            )
+    return JSONResponse({"tenant_id": tenant_id, **body.model_dump()})
 
 
 async def create_tenant(request: Request) -> Response:
@@ -1197,6 +1263,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/admin/logout", admin_logout, methods=["POST"]),
         Route("/admin/tenants", create_tenant, methods=["POST"]),
         Route("/admin/tenants/{tenant_id}/overrides", set_override, methods=["PUT"]),
+        Route("/admin/tenants/{tenant_id}/budget", set_budget, methods=["PUT"]),
         Route("/admin/tenants/{tenant_id}/{action:str}", admin_kill_switch, methods=["POST"]),
         Route("/admin/maintenance", get_maintenance, methods=["GET"]),
         Route("/admin/maintenance", put_maintenance, methods=["PUT"]),

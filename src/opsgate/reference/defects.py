@@ -291,6 +291,52 @@ CATALOGUE: dict[str, Defect] = {
             "the worker exits at once on SIGTERM, abandoning the sends it holds",
             "graceful-stop and rolling-restart drills (the provider sees sends abandoned)",
         ),
+        # Alerting (issue 9, runbook coverage). The last four are deployment bugs the local environment plants
+        # in the alerting stack it configures (rules it loads into Prometheus, Alertmanager's routes).
+        Defect(
+            "readiness-flaps",
+            "every 4th api /readyz probe reports PostgreSQL failed (503) although it is up: readiness flaps",
+            "gate[readiness-availability] (fails more than once in 3 minutes; one probe alone rarely sees it)",
+        ),
+        Defect(
+            "metrics-counts-db-failure",
+            "each /metrics scrape of the api counts a database connection failure that never happened, so the"
+            " critical DbConnectionFailures/DatabaseConnectionFailures alerts fire on a healthy database",
+            "gate[no-active-incidents] and gate[no-paging-alert-30m] (a critical alert firing)",
+        ),
+        Defect(
+            "metrics-endpoint-flaky",
+            "every 3rd api /metrics request answers 500: Prometheus records the api down a third of the time",
+            "gate[service-uptime] (service_uptime_percentage below 99.9%)",
+        ),
+        Defect(
+            "worker-requests-unlabelled",
+            "the worker's http_requests_total carries no status label: its 5xx cannot be aggregated per service",
+            "metric_labels[http_requests_total] (the worker's samples without a status label)",
+        ),
+        Defect(
+            "budget-spend-misdated",
+            "the api's tenant_budget_spent_cents reads yesterday's spend, not today's: a tenant at 90% of its daily"
+            " budget shows none spent, so Budget approaching 90% never fires",
+            "alert_live[BudgetApproaching90] (not pending within its deadline)",
+        ),
+        Defect(
+            "deployed-rules-missing-billing",
+            "the environment deploys the rule file without its billing group: BillingWebhookRetrying/Failed"
+            " never load into Prometheus, so retries and failures raise no notification",
+            "rules_applied[billing] (not loaded in Prometheus)",
+        ),
+        Defect(
+            "alert-annotations-dropped",
+            "the environment deploys the rules without annotations: notifications reach on-call with no summary"
+            " and no runbook_url",
+            "alert_live[sev2-pages-with-diagnostics] (the notification lacks summary, runbook_url)",
+        ),
+        Defect(
+            "alertmanager-info-unrouted",
+            "the environment's Alertmanager has no route for severity info: info alerts fall through to chat",
+            "alert_severities[levels] (severity=info routes to 'chat', documented 'info')",
+        ),
     )
 }
 

@@ -61,10 +61,13 @@ class WorkerApp:
     """The worker process: queue consumers, heartbeat and HTTP probes."""
 
     settings: PlatformSettings
-    metrics: PlatformMetrics = field(default_factory=lambda: PlatformMetrics("worker"))
+    metrics: PlatformMetrics = field(init=False)
     consumers: list[Worker] = field(default_factory=list)
     _tenants: dict[str, _CachedTenant] = field(default_factory=dict)
     _throttle: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.metrics = PlatformMetrics("worker", drop_status_label=self.defect("worker-requests-unlabelled"))
 
     def defect(self, name: str) -> bool:
         """True when the named defect is planted."""
