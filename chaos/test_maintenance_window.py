@@ -16,204 +16,35 @@ once after the kill switch is off. Then no paging alert may fire over the (scale
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 import pytest
-import redis.asyncio
+from procedures import (
+    SEND_QUEUE,
+    Window,
+    column_migration,
+    delivered_once,
+    kill_switch_of,
+    maintenance_of,
+    reads_served,
+    short,
+    write_refused,
+)
 
-from opsgate.config import FlowStep, Target
+from opsgate.config import Target
 from opsgate.drills import observe
 from opsgate.drills.drill import Drill, DrillFailed, DrillInconclusive, Observation
 from opsgate.environments.local import LocalEnvironment
-from opsgate.faults.actions import LocalServiceFault, Migration, ToggleFault
-from opsgate.probes.base import ProbeError
-from opsgate.probes.http import HttpObservation, request
-from opsgate.probes.prometheus import instant_value
-from opsgate.probes.sources import service_url
+from opsgate.faults.actions import LocalServiceFault
 
 pytestmark = [pytest.mark.drill, pytest.mark.destructive]
 
 HELD = 3
 """Sends accepted (workers stopped) before the kill switch: the window must hold them, then send each once."""
-HTTP_TIMEOUT_S = 10.0
-SEND_QUEUE = "send-messages"
-PAGING_RECEIVER = "paging"
 MIGRATION_NAME = "900_maintenance_window_drill"
 COLUMN = "maintenance_window_note"
-
-
-def migration_of(target: Target) -> Migration:
-    """The window's migration: a nullable column on ``messages`` and its ``schema_migrations`` row; down drops both."""
-    if target.datastores.postgres is None:
-        raise DrillInconclusive("the maintenance-window drill needs datastores.postgres to run its migration")
-    return Migration(
-        dsn=target.datastores.postgres.dsn,
-        name=MIGRATION_NAME,
-        up=[
-            f"ALTER TABLE messages ADD COLUMN {COLUMN} text",
-            f"INSERT INTO schema_migrations (name) VALUES ('{MIGRATION_NAME}')",
-        ],
-        down=[
-            f"ALTER TABLE messages DROP COLUMN IF EXISTS {COLUMN}",
-            f"DELETE FROM schema_migrations WHERE name = '{MIGRATION_NAME}'",
-        ],
-        applied=(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
-            f" AND table_name = 'messages' AND column_name = '{COLUMN}')"
-            f" AND EXISTS (SELECT 1 FROM schema_migrations WHERE name = '{MIGRATION_NAME}')"
-        ),
-    )
-
-
-def admin_toggle(target: Target, name: str, on: FlowStep, off: FlowStep, check: FlowStep) -> ToggleFault:
-    """A switch thrown by the service account (login, then the step); ``check`` proves it is on."""
-    auth = target.auth
-    assert auth is not None
-    credentials = {"username": auth.service_user, "password": auth.service_password}
-    login = FlowStep.model_validate({"method": "POST", "path": "/auth/login", "save": {"token": "token"},
-                                     "json": credentials})  # fmt: skip
-    return ToggleFault(target, on=[login, on], off=[login, off], check=check, name=name)
-
-
-def kill_switch_of(target: Target, tenant: str, tenant_headers: dict[str, str]) -> ToggleFault:
-    """Pause the tenant (seed 001's kill switch); rollback: resume. Proof: the tenant reads ``paused: true``."""
-    bearer = {"Authorization": "Bearer {token}"}
-    return admin_toggle(
-        target, f"kill switch of tenant {tenant}",
-        on=FlowStep.model_validate({"method": "POST", "path": f"/tenants/{tenant}/pause", "headers": bearer}),
-        off=FlowStep.model_validate({"method": "POST", "path": f"/tenants/{tenant}/resume", "headers": bearer}),
-        check=FlowStep.model_validate({"path": f"/v1/tenants/{tenant}", "headers": tenant_headers,
-                                       "expect": {"json": {"paused": True}}}),
-    )  # fmt: skip
-
-
-def maintenance_of(target: Target) -> ToggleFault:
-    """Maintenance mode on (``PUT /admin/maintenance``); rollback: off. Proof: the setting reads ``enabled: true``."""
-    bearer = {"Authorization": "Bearer {token}"}
-
-    def put(enabled: bool) -> FlowStep:
-        return FlowStep.model_validate({"method": "PUT", "path": "/admin/maintenance", "headers": bearer,
-                                        "json": {"enabled": enabled}})  # fmt: skip
-
-    check = FlowStep.model_validate({"path": "/admin/maintenance", "headers": bearer,
-                                     "expect": {"json": {"enabled": True}}})  # fmt: skip
-    return admin_toggle(target, "maintenance mode", on=put(True), off=put(False), check=check)
-
-
-def paging_severities(target: Target) -> list[str]:
-    """The severities ``alerts.routing`` sends to the paging receiver (critical, sev1, sev2 here)."""
-    found = sorted(s for s, receiver in target.alerts.routing.items() if receiver == PAGING_RECEIVER)
-    if not found:
-        raise DrillInconclusive(f"no severity of alerts.routing goes to a {PAGING_RECEIVER!r} receiver: "
-                                "nothing defines a page to watch for")  # fmt: skip
-    return found
-
-
-class Window:
-    """The looks the drill takes: sends and reads as the tenant, queues, the provider's record, alerts."""
-
-    def __init__(self, drill: Drill, target: Target) -> None:
-        auth = target.auth
-        if auth is None or not (auth.tenant_id and auth.api_token and auth.service_user and auth.service_password):
-            raise DrillInconclusive("the maintenance-window drill needs auth.tenant_id, api_token, service_user, "
-                                    "service_password")  # fmt: skip
-        if target.metrics.prometheus is None:
-            raise DrillInconclusive("the maintenance-window drill needs metrics.prometheus to watch for pages")
-        self.drill, self.target = drill, target
-        self.tenant = auth.tenant_id
-        self.headers = {"Authorization": f"Bearer {auth.api_token}"}
-        self.api = service_url(target, "api")
-        self.provider = service_url(target, "provider")
-        self.prometheus = target.metrics.prometheus
-        self.paging = paging_severities(target)
-
-    async def send(self, label: str) -> HttpObservation:
-        """One email send of the tenant (a fresh recipient each time)."""
-        body = {"channel": "email", "to": f"maintenance-{uuid.uuid4().hex[:12]}@example.test", "body": label}
-        headers = {**self.headers, "Content-Type": "application/json"}
-        return await request(self.drill.client, "POST", f"{self.api}/v1/tenants/{self.tenant}/messages",
-                             timeout_s=HTTP_TIMEOUT_S, headers=headers, content=json.dumps(body).encode())  # fmt: skip
-
-    async def get(self, path: str) -> HttpObservation:
-        return await request(self.drill.client, "GET", self.api + path, timeout_s=HTTP_TIMEOUT_S, headers=self.headers)
-
-    async def tenant_state(self) -> dict[str, Any]:
-        seen = await self.get(f"/v1/tenants/{self.tenant}")
-        if seen.status != 200 or not isinstance(seen.json, dict):
-            raise ProbeError(f"GET /v1/tenants/{{id}} answered {seen.status}: {seen.text[:160]}")
-        return {k: seen.json.get(k) for k in ("status", "paused", "sending_state")}
-
-    async def statuses(self, ids: list[str]) -> dict[str, str]:
-        found = {}
-        for message_id in ids:
-            seen = await self.get(f"/v1/messages/{message_id}")
-            found[message_id] = str(seen.json.get("status")) if seen.status == 200 else f"HTTP {seen.status}"
-        return found
-
-    async def provider_json(self, path: str, query: str = "") -> dict[str, Any]:
-        url = self.provider + path + (f"?{query}" if query else "")
-        seen = await request(self.drill.client, "GET", url, timeout_s=HTTP_TIMEOUT_S)
-        if seen.status != 200 or not isinstance(seen.json, dict):
-            raise ProbeError(f"provider sandbox {path} answered {seen.status}")
-        return seen.json
-
-    async def deliveries(self, ids: list[str]) -> dict[str, int]:
-        """Deliveries the provider sandbox recorded per message id (the ground truth)."""
-        return {i: int((await self.provider_json("/deliveries", f"message_id={i}"))["count"]) for i in ids}
-
-    async def tenant_deliveries_since(self, since: float) -> int:
-        """Deliveries of the tenant the provider sandbox recorded since ``since`` (unix s)."""
-        return int((await self.provider_json("/deliveries", f"tenant_id={self.tenant}&since={since}"))["count"])
-
-    async def send_calls(self) -> int:
-        """Every send call the provider sandbox has answered, whatever the outcome."""
-        return int((await self.provider_json("/requests"))["total"])
-
-    async def delayed(self, ids: list[str]) -> list[str]:
-        """Which of ``ids`` have their job in BullMQ's delayed set (held by a worker, looked at again later)."""
-        spec = next((q for q in self.target.queues if q.name == SEND_QUEUE), None)
-        if spec is None or self.target.datastores.redis is None:
-            raise ProbeError(f"the drill needs queue {SEND_QUEUE!r} and datastores.redis in the target")
-        client = redis.asyncio.Redis.from_url(self.target.datastores.redis.url, socket_timeout=5.0,
-                                              socket_connect_timeout=5.0)  # fmt: skip
-        key = f"{spec.prefix or 'bull'}:{spec.name}:delayed"
-        try:
-            return [i for i in ids if await client.zscore(key, i) is not None]
-        finally:
-            await client.aclose()
-
-    async def paging_alerts(self, states: tuple[str, ...] = ("firing",)) -> list[str]:
-        """Alerts of a paging severity in one of ``states`` on Prometheus now: ``name (severity, state)``."""
-        seen = await request(self.drill.client, "GET", f"{self.prometheus}/api/v1/alerts", timeout_s=5.0)
-        if seen.status != 200 or not isinstance(seen.json, dict):
-            raise ProbeError(f"Prometheus /api/v1/alerts at {self.prometheus} answered {seen.status}")
-        return sorted({f"{a['labels'].get('alertname')} ({a['labels'].get('severity')}, {a['state']})"
-                       for a in seen.json["data"]["alerts"]
-                       if a["state"] in states and a["labels"].get("severity") in self.paging})  # fmt: skip
-
-    async def pages_since(self, since: float) -> list[str]:
-        """Firing notifications Alertmanager delivered to the paging receiver since ``since`` (unix s)."""
-        receiver = self.target.alerts.receiver
-        if not receiver:
-            return []
-        seen = await request(self.drill.client, "GET", f"{receiver}/notifications", timeout_s=5.0)
-        if seen.status != 200 or not isinstance(seen.json, dict):
-            raise ProbeError(f"the alert receiver's /notifications answered {seen.status}")
-        return sorted({a.get("labels", {}).get("alertname", "?") for n in seen.json["notifications"]
-                       if n["receiver"] == PAGING_RECEIVER and n["received_at"] >= since
-                       for a in n["payload"]["alerts"] if a.get("status") == "firing"})  # fmt: skip
-
-    async def most_paging_firing_over(self, seconds: float) -> float | None:
-        """The most paging alerts firing at once over the last ``seconds`` (Prometheus' own record, 1 s steps)."""
-        severities = "|".join(self.paging)
-        promql = (f'max_over_time((count(ALERTS{{alertstate="firing",severity=~"{severities}"}}) or vector(0))'
-                  f"[{max(1, int(seconds + 0.999))}s:1s])")  # fmt: skip
-        return await instant_value(self.drill.client, self.prometheus, promql, timeout_s=5.0)
 
 
 class Steps:
@@ -294,10 +125,6 @@ async def watch_for_pages(drill: Drill, look: Window, *, since: float, watch_s: 
                 f"{looks} looks over {time.time() - since:.1f}s; Prometheus: at most {most or 0:g} firing")  # fmt: skip
 
 
-def _short(ids: list[str]) -> str:
-    return ", ".join(i[:8] for i in ids)
-
-
 async def test_maintenance_window(drill: Drill, target: Target, local_environment: LocalEnvironment) -> None:
     """Kill switch, drain, maintenance, migration, health checks, both off; held sends sent once; no page."""
     drill.claim = "seed-001.maintenance.drain-queues"
@@ -319,7 +146,7 @@ async def test_maintenance_window(drill: Drill, target: Target, local_environmen
         steps = Steps(drill)
         kill_switch = kill_switch_of(target, look.tenant, look.headers)
         maintenance = maintenance_of(target)
-        migration = migration_of(target)
+        migration = column_migration(target, MIGRATION_NAME, COLUMN)
         await drill.steady_state()
         before = await look.tenant_state()
         if before.get("paused") or before.get("sending_state") != "sending":
@@ -366,7 +193,7 @@ async def test_maintenance_window(drill: Drill, target: Target, local_environmen
                             raise DrillFailed(f"a send with the workers stopped is accepted (202): got {seen.status}: "
                                               f"{seen.text[:160]}")  # fmt: skip
                         ids.append(str(seen.json["id"]))
-                    drill.event("sends queued", f"{HELD} accepted with the workers stopped: {_short(ids)}")
+                    drill.event("sends queued", f"{HELD} accepted with the workers stopped: {short(ids)}")
                 async with steps.timed("kill switch on"):
                     await paused.enter_async_context(drill.fault(kill_switch))
 
@@ -387,7 +214,7 @@ async def test_maintenance_window(drill: Drill, target: Target, local_environmen
 
             async def held_by_workers() -> Observation:
                 delayed = await look.delayed(ids)
-                note = f"{len(delayed)} of {len(ids)} jobs in the delayed set: {_short(delayed) or 'none'}"
+                note = f"{len(delayed)} of {len(ids)} jobs in the delayed set: {short(delayed) or 'none'}"
                 return Observation(len(delayed) == len(ids), float(len(delayed)), note)
 
             async def drained() -> Observation:
@@ -410,30 +237,15 @@ async def test_maintenance_window(drill: Drill, target: Target, local_environmen
             async with drill.fault(maintenance):
                 steps.done("maintenance on")
 
-                async def writes_refused() -> Observation:
-                    seen = await look.send("maintenance window: write during maintenance")
-                    error = seen.json.get("error") if isinstance(seen.json, dict) else None
-                    if seen.status == 202:
-                        ids.append(str(seen.json["id"]))
-                    note = f"POST /v1/tenants/{{id}}/messages → {seen.status} {error or seen.text[:120]}"
-                    if error != "MAINTENANCE":
-                        note += " (the write got past maintenance mode)"
-                    return Observation(seen.status == 503 and error == "MAINTENANCE", float(seen.status), note)
-
-                async def reads_served() -> Observation:
-                    paths = [f"/v1/tenants/{look.tenant}", *(f"/v1/messages/{i}" for i in ids)]
-                    answers = {p: (await look.get(p)).status for p in paths}
-                    wrong = {p: s for p, s in answers.items() if s != 200}
-                    note = f"{len(paths) - len(wrong)} of {len(paths)} reads 200" + (f"; {wrong}" if wrong else "")
-                    return Observation(not wrong, float(len(wrong)), note)
+                writes_refused, reads_ok = write_refused(look, ids), reads_served(look, ids)
 
                 async with steps.timed("writes refused, reads served"):
                     await drill.expect("writes rejected with 503 MAINTENANCE during maintenance", writes_refused,
                                        within_s=propagation_s, every_s=0.5)  # fmt: skip
-                    await drill.expect("reads served (200) during maintenance", reads_served)
+                    await drill.expect("reads served (200) during maintenance", reads_ok)
                 async with steps.timed("migration applied and verified"):
                     await migrated.enter_async_context(drill.fault(migration))
-                    await drill.expect("reads served (200) on the migrated schema", reads_served)
+                    await drill.expect("reads served (200) on the migrated schema", reads_ok)
                 async with steps.timed("health checks pass"):
                     try:
                         await drill.steady_state(after=True, within_s=target.scaled(300.0, floor_s=5.0))
@@ -457,13 +269,8 @@ async def test_maintenance_window(drill: Drill, target: Target, local_environmen
             async with steps.timed("kill switch off"):
                 await paused.aclose()  # the kill switch's rollback: resume
 
-            async def delivered_once() -> Observation:
-                statuses, sent = await look.statuses(ids), await look.deliveries(ids)
-                wrong = {i[:8]: f"{statuses[i]}, {n} deliveries" for i, n in sent.items()
-                         if n != 1 or statuses[i] != "delivered"}  # fmt: skip
-                note = f"{len(ids) - len(wrong)} of {len(ids)} delivered exactly once"
-                note += f"; others: {wrong}" if wrong else ""
-                return Observation(not wrong, float(len(ids) - len(wrong)), note)
+            async def once() -> Observation:
+                return delivered_once(await look.statuses(ids), await look.deliveries(ids))
 
             async with steps.timed("held sends delivered exactly once"):
                 after = await look.send("maintenance window: sent after the window")
@@ -472,7 +279,7 @@ async def test_maintenance_window(drill: Drill, target: Target, local_environmen
                                       f"{after.text[:160]}")  # fmt: skip
                 ids.append(str(after.json["id"]))
                 await drill.expect("every held send (and a new one) delivered exactly once after the kill switch",
-                                   delivered_once, within_s=drain_s, every_s=every_s, series="delivered")  # fmt: skip
+                                   once, within_s=drain_s, every_s=every_s, series="delivered")  # fmt: skip
 
             # The window's own refused writes (503) may still be in the error-rate rules' windows, where time
             # compression leaves them a far larger share than at full scale: let them age out (what they set off is
@@ -485,7 +292,7 @@ async def test_maintenance_window(drill: Drill, target: Target, local_environmen
             # "Monitor for 15 minutes" (scaled): no page -- Prometheus' alerts, the paging receiver, Prometheus' record.
             async with steps.timed("watch: no paging alert"):
                 await watch_for_pages(drill, look, since=watch_started, watch_s=watch_s)
-            await drill.expect("still exactly one delivery per message (no duplicate after the window)", delivered_once)
+            await drill.expect("still exactly one delivery per message (no duplicate after the window)", once)
             steps.start()
         steps.done("migration rolled back")
         if await asyncio.to_thread(migration.is_applied):

@@ -48,10 +48,13 @@ GROUPS: dict[str, list[tuple[str, str, str]]] = {
         ("backup_schedule", "backup-retention-unbounded", "older backups not pruned"),
         ("redis_rdb_snapshots", "redis-snapshots-off", "RDB snapshots are off"),
         ("maintenance_window", "kill-switch-ignored", "new sends refused (409 SENDING_PAUSED)"),
+        # the worker ignores the global kill switch: the queued sends of both tenants go out
+        ("breach_kill_switch_all_tenants", "global-kill-switch-skips-queued", "queued sends of both tenants held"),
     ],
     "restarts": [
         ("graceful_stop", "sigterm-abandons-jobs", "no in-flight send abandoned by the graceful stop"),
         ("rolling_restart", "sigterm-abandons-jobs", "no send abandoned by the restarts"),
+        ("zero_downtime_worker_swap", "sigterm-abandons-jobs", "no send abandoned by the swap"),
         ("redelivered_webhooks", "duplicate-webhook-processed", "each event applied exactly once"),
         ("monitoring_sink_failure", "monitoring-failure-blocks-sends", "sends delivered while the sink is 410 Gone"),
         ("latest_backup_restorable", "backup-truncated", "the latest backup restores (pg_restore reads"),
@@ -64,6 +67,9 @@ GROUPS: dict[str, list[tuple[str, str, str]]] = {
         ("provider_errors", "retries-drop-messages", "0 dead-lettered"),
         ("nightly_dump_custom_format", "backup-plain-format", "custom format"),
         ("maintenance_window", "maintenance-allows-writes", "writes rejected with 503 MAINTENANCE during maintenance"),
+        ("release_deploy_window", "maintenance-allows-writes", "deploy window: a write refused with 503 MAINTENANCE"),
+        ("scheduled_maintenance_execute", "maintenance-allows-writes", "maintenance mode: a write refused with 503"),
+        ("database_rollback", "maintenance-allows-writes", "traffic stopped: a write refused with 503 MAINTENANCE"),
     ],
     "monitoring-silent": [
         ("provider_errors", "monitoring-webhook-silent", "reported to the monitoring webhook"),

@@ -328,27 +328,47 @@ async def ensure_writable(c: ApiContext, conn: psycopg.AsyncConnection[Any]) -> 
 
 
 async def get_maintenance(request: Request) -> Response:
-    c = ctx(request)
-    async with c.db.connection() as conn:
-        await require_admin(conn, request)
-        enabled = bool(await db.get_setting(conn, MAINTENANCE_KEY, False))
-    return JSONResponse({"enabled": enabled})
+    return await _get_flag(request, MAINTENANCE_KEY)
 
 
 async def put_maintenance(request: Request) -> Response:
+    return await _put_flag(request, MAINTENANCE_KEY, "support", "maintenance")
+
+
+async def get_kill_switch(request: Request) -> Response:
+    """The global kill switch (seed 001 "Suspected Breach": stop all sending, every tenant): ``{"enabled": ...}``."""
+    return await _get_flag(request, db.GLOBAL_KILL_SWITCH_KEY)
+
+
+async def put_kill_switch(request: Request) -> Response:
+    """Pull or release the global kill switch (admin, audited): new sends of every tenant 409, queued jobs held."""
+    return await _put_flag(request, db.GLOBAL_KILL_SWITCH_KEY, "security", "kill_switch")
+
+
+async def _get_flag(request: Request, key: str) -> Response:
+    """An admin on/off setting as ``{"enabled": bool}``."""
+    c = ctx(request)
+    async with c.db.connection() as conn:
+        await require_admin(conn, request)
+        enabled = bool(await db.get_setting(conn, key, False))
+    return JSONResponse({"enabled": enabled})
+
+
+async def _put_flag(request: Request, key: str, module: str, action: str) -> Response:
+    """Set an admin on/off setting and audit it as ``<action>.enabled`` / ``<action>.disabled`` in ``module``."""
     c = ctx(request)
     body = await parse_body(request, Maintenance)
     async with c.db.connection() as conn:
         user = await require_admin(conn, request)
         async with conn.transaction():
-            await db.set_setting(conn, MAINTENANCE_KEY, body.enabled)
+            await db.set_setting(conn, key, body.enabled)
             await db.audit(
                 conn,
                 tenant_id=None,
-                module="support",
-                action="maintenance.enabled" if body.enabled else "maintenance.disabled",
+                module=module,
+                action=f"{action}.enabled" if body.enabled else f"{action}.disabled",
                 entity_type="setting",
-                entity_id=MAINTENANCE_KEY,
+                entity_id=key,
                 actor=user,
             )
     return JSONResponse({"enabled": body.enabled})
@@ -394,6 +414,8 @@ async def send_message(request: Request) -> Response:
     async with c.db.connection() as conn:
         await require_tenant(conn, request, tenant_id)
         await ensure_writable(c, conn)
+        if await db.get_setting(conn, db.GLOBAL_KILL_SWITCH_KEY, False):
+            raise ApiError(409, "SENDING_PAUSED", "the global kill switch is on: sending is stopped for every tenant")
         cur = await conn.execute(
             "SELECT status, paused, region, timezone, quiet_hours_start, quiet_hours_end,"
             " sms_cost_cents, email_cost_cents FROM tenants WHERE id = %s",
@@ -1267,6 +1289,8 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/admin/tenants/{tenant_id}/{action:str}", admin_kill_switch, methods=["POST"]),
         Route("/admin/maintenance", get_maintenance, methods=["GET"]),
         Route("/admin/maintenance", put_maintenance, methods=["PUT"]),
+        Route("/admin/kill-switch", get_kill_switch, methods=["GET"]),
+        Route("/admin/kill-switch", put_kill_switch, methods=["PUT"]),
         Route("/admin/backups", force_backup, methods=["POST"]),
         Route("/admin/secrets/billing-webhook", get_webhook_secret, methods=["GET"]),
         Route("/admin/secrets/billing-webhook", rotate_webhook_secret, methods=["PUT", "DELETE"]),

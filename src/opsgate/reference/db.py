@@ -12,6 +12,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 MIGRATION_LOCK_ID = 740_221_001
+GLOBAL_KILL_SWITCH_KEY = "sending.kill_switch_all"
+"""Seed 001 "Suspected Breach": the kill switch that stops all sending, every tenant (api and worker read it)."""
 
 DEMO_TENANTS: tuple[dict[str, Any], ...] = (
     # Seed 001 uses this id in its kill-switch examples.

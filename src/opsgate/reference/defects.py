@@ -48,6 +48,12 @@ CATALOGUE: dict[str, Defect] = {
             "kill-switch drill, test_platform kill switch and the maintenance_window drill (new sends refused)",
         ),
         Defect(
+            "global-kill-switch-skips-queued",
+            "the worker ignores the global kill switch (PUT /admin/kill-switch): the api refuses new sends, but"
+            " jobs queued before it was pulled are sent anyway",
+            "breach_kill_switch_all_tenants drill (queued sends of both tenants held, none sent: provider record)",
+        ),
+        Defect(
             "dnc-skips-unnormalised",
             "the do-not-contact check compares the raw number, so '0412 345 678' slips past '+61412345678'",
             "DNC flow with differently formatted numbers",
@@ -106,7 +112,8 @@ CATALOGUE: dict[str, Defect] = {
         Defect(
             "maintenance-allows-writes",
             "maintenance mode is reported but writes are accepted",
-            "maintenance-mode drill and the maintenance_window drill (writes rejected with 503 MAINTENANCE)",
+            "maintenance-mode drill, the maintenance_window drill (writes rejected with 503 MAINTENANCE) and the"
+            " release_deploy_window, scheduled_maintenance_execute and database_rollback drills (a write refused)",
         ),
         Defect(
             "maintenance-flag-sticks",
@@ -289,7 +296,7 @@ CATALOGUE: dict[str, Defect] = {
         Defect(
             "sigterm-abandons-jobs",
             "the worker exits at once on SIGTERM, abandoning the sends it holds",
-            "graceful-stop and rolling-restart drills (the provider sees sends abandoned)",
+            "graceful-stop, rolling-restart and zero_downtime_worker_swap drills (the provider sees sends abandoned)",
         ),
         # Alerting (issue 9, runbook coverage). The last four are deployment bugs the local environment plants
         # in the alerting stack it configures (rules it loads into Prometheus, Alertmanager's routes).

@@ -44,6 +44,8 @@ WEBHOOK_LAG_LIMIT_S = 30.0  # seed 001: "**Webhook Processing:** < 30 seconds la
 PLAN_EVENTS = {"subscription.created", "subscription.plan_changed", "subscription.canceled"}
 AUDIT_ONLY_EVENTS = {"invoice.paid", "invoice.payment_failed", "invoice.created"}
 THROTTLE_S = 0.5  # the worker-throttled defect: one send at a time, each held this long (2 sends/s at most)
+GLOBAL_KEY = "*"
+"""The cache entry of the global kill switch (never a tenant id: those are UUIDs)."""
 
 
 class PermanentEventError(Exception):
@@ -141,6 +143,15 @@ class WorkerApp:
             self._tenants[tenant_id] = cached
         return cached.blocked
 
+    async def _sending_stopped(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """The global kill switch is on, as seen through the same cache (``tenant_cache_ttl_s``) as a tenant's."""
+        cached = self._tenants.get(GLOBAL_KEY)
+        now = time.monotonic()
+        if cached is None or now - cached.fetched_at > self.settings.tenant_cache_ttl_s:
+            cached = _CachedTenant(bool(await db.get_setting(conn, db.GLOBAL_KILL_SWITCH_KEY, False)), now)
+            self._tenants[GLOBAL_KEY] = cached
+        return cached.blocked
+
     async def _monitoring_backlog(self) -> int:
         async with self.db.connection() as conn:
             return await pending_count(conn)
@@ -164,7 +175,8 @@ class WorkerApp:
             if found is None:
                 return "unknown-message"
             # The kill switch is checked before the claim, so a held message stays 'queued' throughout.
-            if await self._tenant_blocked(conn, found[0]) and not self.defect("kill-switch-ignored"):
+            stopped = await self._sending_stopped(conn) and not self.defect("global-kill-switch-skips-queued")
+            if stopped or (await self._tenant_blocked(conn, found[0]) and not self.defect("kill-switch-ignored")):
                 if self.defect("held-sends-set-aside"):
                     # Parked "until resume", but nothing on resume looks for parked sends; the sweeper skips them.
                     await conn.execute(
