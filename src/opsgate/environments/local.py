@@ -27,6 +27,7 @@ from typing import Self
 import httpx
 import psycopg
 import redis
+import yaml
 
 from opsgate.alerts import stack
 from opsgate.alerts.compress import Clamp
@@ -35,6 +36,7 @@ from opsgate.environments.ports import PortAllocator
 from opsgate.environments.process import ManagedProcess, ServiceProcess
 from opsgate.faults.journal import Journal
 from opsgate.reference.db import DEMO_TENANTS
+from opsgate.reference.defects import RULE_DRIFTS, drift_rules
 from opsgate.waits import wait_until
 
 DATABASE = "platform"
@@ -127,6 +129,7 @@ class LocalEnvironment:
         self.ports = Ports(pick(), pick(), pick(), pick(), workers, pick(), pick(), pick(), pick(), pick())
         self.root: Path | None = None
         self._recipes: dict[str, tuple[Callable[[], ServiceProcess], Callable[[], bool | None]]] = {}
+        self._deployed_drifts: frozenset[str] = frozenset()
 
     # --- addresses ------------------------------------------------------------------------
 
@@ -346,6 +349,10 @@ class LocalEnvironment:
         if backup_interval_s is not None:
             self.backup_interval_s = backup_interval_s
         self.start_platform()
+        if "prometheus" in self.processes and self._rule_drifts() != self._deployed_drifts:
+            # an alert-rule defect is in the deployed rules: rewrite them and reload (answers once loaded)
+            self._write_rules()
+            httpx.post(f"{self.prometheus_url}/-/reload", timeout=30).raise_for_status()
 
     def stop(self) -> None:
         """Stop every process this environment started, in reverse dependency order, and clean up."""
@@ -526,13 +533,33 @@ class LocalEnvironment:
         assert self.root is not None
         folder = self.root / "alerting"
         folder.mkdir(exist_ok=True)
-        self.clamps = stack.compressed_rules(self.alert_rules, self.time_scale, folder / "rules.yml")
+        self._write_rules()
         (folder / "alertmanager.yml").write_text(stack.alertmanager_config(self.receiver_url))
         self._recipes |= {
             "receiver": (self._receiver_process, self._http_ready("receiver")),
             "alertmanager": (self._alertmanager_process, self._http_ready("alertmanager")),
             "prometheus": (self._prometheus_process, self._http_ready("prometheus")),
         }
+
+    def _rule_drifts(self) -> frozenset[str]:
+        """The alert-rule defects (``RULE_DRIFTS``) of the current defect set."""
+        raw = self.defects if self.defects is not None else os.environ.get("OPSGATE_DEFECTS", "")
+        return frozenset(n.strip() for n in raw.split(",")) & RULE_DRIFTS.keys()
+
+    def _write_rules(self) -> None:
+        """Write the time-compressed rules Prometheus loads; an alert-rule defect deploys a drifted copy."""
+        assert self.root is not None
+        folder = self.root / "alerting"
+        drifts = self._rule_drifts()
+        sources = self.alert_rules
+        if drifts:
+            sources = []
+            for index, path in enumerate(self.alert_rules):
+                drifted = folder / f"drifted-{index}-{path.name}"
+                drifted.write_text(yaml.safe_dump(drift_rules(yaml.safe_load(path.read_text()) or {}, drifts)))
+                sources.append(drifted)
+        self.clamps = stack.compressed_rules(sources, self.time_scale, folder / "rules.yml")
+        self._deployed_drifts = drifts
 
     def _receiver_process(self) -> ManagedProcess:
         argv = [sys.executable, "-m", "opsgate.alerts.receiver", "--port", str(self.ports.receiver)]
