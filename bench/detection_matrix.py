@@ -107,6 +107,17 @@ def external_target(path: Path) -> Path:
     return path
 
 
+def stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM ``proc`` (it rolls back and stops what it started); SIGKILL after ``STOP_GRACE_S``; its output."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        output, _ = proc.communicate(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+    return output
+
+
 def run_opsgate(args: list[str], env: dict[str, str], work: Path, what: str) -> Run:
     """Run ``opsgate ARGS`` with its reports in ``work``; returns its checks' verdicts (SIGTERM at the deadline)."""
     reports = work / "reports"
@@ -118,13 +129,11 @@ def run_opsgate(args: list[str], env: dict[str, str], work: Path, what: str) -> 
     try:
         output, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)  # it rolls back and stops what it started
-        try:
-            output, _ = proc.communicate(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
+        output = stop(proc)
         error = f"did not finish within {RUN_TIMEOUT_S:.0f}s"
+    except BaseException:
+        stop(proc)  # interrupted: the run in flight rolls back and stops its own platform first
+        raise
     (work / "output.txt").write_text(output)
     run = Run(what, proc.returncode, time.monotonic() - started, error=error)
     summary = (reports / "latest").resolve() / "summary.json"
