@@ -27,6 +27,7 @@ from typing import Self
 import httpx
 import psycopg
 import redis
+import yaml
 
 from opsgate.alerts import stack
 from opsgate.alerts.compress import Clamp
@@ -35,7 +36,15 @@ from opsgate.environments.ports import PortAllocator
 from opsgate.environments.process import ManagedProcess, ServiceProcess
 from opsgate.faults.journal import Journal
 from opsgate.reference.db import DEMO_TENANTS
+from opsgate.reference.defects import RULE_DRIFTS, drift_rules
 from opsgate.waits import wait_until
+
+ALERTING_DEFECTS = RULE_DRIFTS.keys() | {
+    "deployed-rules-missing-billing",
+    "alert-annotations-dropped",
+    "alertmanager-info-unrouted",
+}
+"""Defects planted in the deployed alerting config (Prometheus rules, Alertmanager routes), not in the platform."""
 
 DATABASE = "platform"
 DB_USER = "opsgate"
@@ -131,6 +140,7 @@ class LocalEnvironment:
         self.ports = Ports(pick(), pick(), pick(), pick(), workers, pick(), pick(), pick(), pick(), pick())
         self.root: Path | None = None
         self._recipes: dict[str, tuple[Callable[[], ServiceProcess], Callable[[], bool | None]]] = {}
+        self._deployed_drifts: frozenset[str] = frozenset()
 
     # --- addresses ------------------------------------------------------------------------
 
@@ -350,6 +360,11 @@ class LocalEnvironment:
         if backup_interval_s is not None:
             self.backup_interval_s = backup_interval_s
         self.start_platform()
+        if "prometheus" in self.processes and self._rule_drifts() != self._deployed_drifts:
+            # an alert-rule defect is in the deployed rules: rewrite them and reload (answers once loaded)
+            self._write_rules()
+            httpx.post(f"{self.prometheus_url}/-/reload", timeout=30).raise_for_status()
+            httpx.post(f"{self.alertmanager_url}/-/reload", timeout=30).raise_for_status()
 
     def stop(self) -> None:
         """Stop every process this environment started, in reverse dependency order, and clean up."""
@@ -539,15 +554,34 @@ class LocalEnvironment:
         assert self.root is not None
         folder = self.root / "alerting"
         folder.mkdir(exist_ok=True)
-        defects = self.defects if self.defects is not None else os.environ.get("OPSGATE_DEFECTS", "")
-        planted = frozenset(d.strip() for d in defects.split(",") if d.strip())
-        self.clamps = stack.compressed_rules(self.alert_rules, self.time_scale, folder / "rules.yml", defects=planted)
-        (folder / "alertmanager.yml").write_text(stack.alertmanager_config(self.receiver_url, defects=planted))
+        self._write_rules()
         self._recipes |= {
             "receiver": (self._receiver_process, self._http_ready("receiver")),
             "alertmanager": (self._alertmanager_process, self._http_ready("alertmanager")),
             "prometheus": (self._prometheus_process, self._http_ready("prometheus")),
         }
+
+    def _rule_drifts(self) -> frozenset[str]:
+        """The defects of the current set that change the deployed alerting config (rules or routes)."""
+        raw = self.defects if self.defects is not None else os.environ.get("OPSGATE_DEFECTS", "")
+        return frozenset(n.strip() for n in raw.split(",")) & ALERTING_DEFECTS
+
+    def _write_rules(self) -> None:
+        """Write the time-compressed rules Prometheus loads; an alert-rule defect deploys a drifted copy."""
+        assert self.root is not None
+        folder = self.root / "alerting"
+        planted = self._rule_drifts()
+        drifts = planted & RULE_DRIFTS.keys()
+        sources = self.alert_rules
+        if drifts:
+            sources = []
+            for index, path in enumerate(self.alert_rules):
+                drifted = folder / f"drifted-{index}-{path.name}"
+                drifted.write_text(yaml.safe_dump(drift_rules(yaml.safe_load(path.read_text()) or {}, drifts)))
+                sources.append(drifted)
+        self.clamps = stack.compressed_rules(sources, self.time_scale, folder / "rules.yml", defects=planted)
+        (folder / "alertmanager.yml").write_text(stack.alertmanager_config(self.receiver_url, defects=planted))
+        self._deployed_drifts = planted
 
     def _receiver_process(self) -> ManagedProcess:
         argv = [sys.executable, "-m", "opsgate.alerts.receiver", "--port", str(self.ports.receiver)]
