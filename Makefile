@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: .venv test gate drill load bench up lint typecheck unit clean-reports containers
+.PHONY: .venv test gate drill load bench up lint typecheck unit clean-reports containers matrix
 
 .venv: $(STAMP)
 
@@ -49,6 +49,10 @@ bench: .venv
 	$(BIN)/python bench/load_throughput.py
 	$(BIN)/python bench/report_open.py
 	$(BIN)/python bench/redaction_speed.py
+
+## make matrix: the detection matrix (every defect planted, the gate and its drill; 5 healthy runs; about an hour+).
+matrix: .venv
+	$(BIN)/python bench/detection_matrix.py
 
 ## make up: run the reference platform locally until Ctrl-C.
 up: .venv

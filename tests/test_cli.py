@@ -57,7 +57,7 @@ def test_gate_on_the_embedded_default_passes_and_leaves_nothing(tmp_path: Path) 
         assert event in live["message"]
     kinds = {check["kind"] for check in summary["checks"]}
     assert kinds == {
-        "health", "datastore", "queue", "metric", "flow", "browser", "freshness",
+        "health", "datastore", "queue", "metric", "flow", "diagnosis", "browser", "freshness",
         "alert-rule", "alert-lint", "alert-routing", "alert-live", "slo",
     }  # fmt: skip
     slos = [c for c in summary["checks"] if c["kind"] == "slo"]

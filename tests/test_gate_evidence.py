@@ -16,12 +16,17 @@ from opsgate.probes.browser import inspect_file
 DEFECTS = "worker-acks-without-send,readiness-ignores-redis,slow-messages-route"
 CAUGHT_BY = {
     "flow[send-sms-delivered]": "worker-acks-without-send",
+    "flow[stop-blocks-next-send]": "worker-acks-without-send",  # the provider records no delivery before STOP
+    "flow[activate-restores-sends]": "worker-acks-without-send",  # the provider records no delivery after it
     "health[api:/readyz]": "readiness-ignores-redis",
     "gate[send-message-p95]": "slow-messages-route",
+    "gate[delivered-within-5m]": "worker-acks-without-send",  # 0 of its sends in the provider's record
     "slo[send-message]": "slow-messages-route",
     # Also caught elsewhere: a worker that never calls the provider cannot see it fail, so the
     # failure-rate alert never fires during the live check.
     "alert_live[NotificationFailureRateHigh]": "worker-acks-without-send",
+    # ...nor get a STOP reply to an SMS it never delivered: the opt-out rate cannot move.
+    "alert_live[OptOutRateHigh]": "worker-acks-without-send",
 }
 
 

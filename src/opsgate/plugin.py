@@ -375,10 +375,15 @@ PARAMETRISED: dict[str, Callable[[Target], list[str]]] = {
     "datastore_name": datastore_names,
     "alert_name": lambda t: [row.alert for row in t.alerts.thresholds],
     "rule_name": alert_rule_names,
-    "live_alert_name": lambda t: [live.alert for live in t.alerts.live],
+    "live_alert_name": lambda t: [live.id for live in t.alerts.live],
+    "alert_route_name": lambda t: [r.name for r in t.alerts.routes],
+    "severity_levels": lambda t: ["levels"] if t.alerts.severities is not None else [],
+    "applied_group": lambda t: [a.group for a in t.alerts.applied],
+    "required_metric": lambda t: [m.name for m in t.metrics.required],
     "drill_name": lambda t: [d.name for d in t.drills],
     "slo_name": lambda t: [s.name for s in t.slos],
     "severity": lambda t: list(t.alerts.routing),
+    "diagnosis_step": lambda t: [f"{name}/{step.id}" for name, steps in t.diagnoses.items() for step in steps],
 }
 
 
