@@ -163,3 +163,10 @@ def defects_planted(platform: LocalEnvironment, defects: str) -> Iterator[LocalE
         yield platform
     finally:
         platform.restart_platform(defects="", backup_interval_s=BACKUP_INTERVAL_S)
+
+
+def live_checks_in_the_gate(target_text: str) -> str:
+    """A target file's text with every live alert check in the gate's job: one ``opsgate gate`` run, one stack,
+    judges them with the gate's other checks."""
+    assert "      job: drill\n" in target_text
+    return target_text.replace("      job: drill\n", "")

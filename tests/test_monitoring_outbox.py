@@ -126,6 +126,11 @@ async def api_metric_async(platform: LocalEnvironment, name: str) -> float:
         return metric_value((await client.get(f"{platform.api_url}/metrics")).text, name)
 
 
+async def sink_rejected(sandbox: httpx.AsyncClient) -> int:
+    """Monitoring posts the sink has refused so far (a sink fault: 410, down)."""
+    return int((await sandbox.get("/monitoring/requests")).json()["rejected"])
+
+
 async def test_defect_monitoring_events_dropped_loses_what_the_sink_rejects(
     platform: LocalEnvironment, api: httpx.AsyncClient, sandbox: httpx.AsyncClient,
     new_tenant: NewTenant, admin_headers: dict[str, str],
@@ -133,7 +138,10 @@ async def test_defect_monitoring_events_dropped_loses_what_the_sink_rejects(
     with defects_planted(platform, "monitoring-events-dropped"):
         tenant = await new_tenant()
         await sandbox.put("/control/monitoring", json={"status": 410})
+        rejected = (await sandbox.get("/monitoring/requests")).json()["rejected"]
         await tenant_events(api, admin_headers, tenant["id"], 1)
+        # the api posts in the background: the fault stays until the sink has refused both posts
+        await poll(lambda: sink_rejected(sandbox), lambda n: n >= rejected + 2, what="both posts refused (410)")
         await sandbox.delete("/control/monitoring")
         await tenant_events(api, admin_headers, tenant["id"], 1)
         await poll(lambda: recorded(sandbox, tenant["id"]), lambda e: len(e) >= 2, what="the later events")

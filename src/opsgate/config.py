@@ -802,6 +802,8 @@ class AlertLive(_Section):
     """Annotations or labels the firing notification must carry, non-empty (``summary``, ``runbook_url``)."""
     name: _Name | None = None
     """The check's id when one alert has several live checks (default: the alert's name)."""
+    job: Literal["gate", "drill"] = "gate"
+    """Which job runs it: ``opsgate gate`` (keep it short: the gate has a time budget) or ``opsgate drill``."""
     claim: _ClaimId | None = None
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import run_opsgate
+from helpers import live_checks_in_the_gate, run_opsgate
 from opsgate.config import LOCAL_TARGET
 from opsgate.environments.launch import Launcher
 
@@ -18,7 +18,7 @@ def test_live_check_fails_on_a_drifted_threshold(tmp_path: Path) -> None:
     drifted.write_text(rules.read_text().replace(original, original.replace("> 0.05", "> 2")))  # can never fire
     target = tmp_path / "local-drifted.yaml"
     target.write_text(
-        LOCAL_TARGET.read_text()
+        live_checks_in_the_gate(LOCAL_TARGET.read_text())
         .replace('rules: ["opsgate:reference/rules/platform.yml"]', f'rules: ["{drifted}"]')
         .replace("fire_within: 20m", "fire_within: 10m")  # fail within ~12 s, not 24 s
         .replace("sev2: paging", "sev2: chat")  # documented routing that the running Alertmanager does not do
@@ -43,7 +43,7 @@ def test_live_check_fails_on_a_drifted_threshold(tmp_path: Path) -> None:
 def opt_out_live(tmp_path: Path, defects: str) -> dict[str, object]:
     """Run the OptOutRateHigh live check (fire_within 10m = 12 s) on its own local stack with ``defects``."""
     target = tmp_path / "local-optout.yaml"
-    target.write_text(LOCAL_TARGET.read_text().replace("fire_within: 20m", "fire_within: 10m"))
+    target.write_text(live_checks_in_the_gate(LOCAL_TARGET.read_text()).replace("fire_within: 20m", "fire_within: 10m"))
     result = run_opsgate(
         ["gate", "--target", str(target), "--match", "alert_live and OptOutRateHigh"], timeout_s=300,
         env={"OPSGATE_REPORTS_DIR": str(tmp_path / "r"), "OPSGATE_DEFECTS": defects},
