@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: .venv test gate drill load bench up lint typecheck unit clean-reports containers matrix
+.PHONY: .venv test gate drill load bench up lint typecheck unit clean-reports containers matrix drill-matrix
 
 .venv: $(STAMP)
 
@@ -23,9 +23,14 @@ lint: .venv
 typecheck: .venv
 	$(BIN)/mypy
 
-## make test: lint, types, then opsgate's own tests (real PostgreSQL, Redis, ...).
+## make test: lint, types, then opsgate's own tests (real PostgreSQL, Redis, ...), on 2 workers
+## (most of a test's time is waiting on the platform's timers; tests/conftest.py keeps a module on one worker).
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not matrix"
+
+## make drill-matrix: the longest drill x defect cases (tests/chaos, marker matrix), outside make test's budget.
+drill-matrix: .venv
+	$(BIN)/pytest -n 2 --dist loadgroup -m matrix tests/chaos
 
 ## make gate: the full gate against the embedded reference platform.
 gate: .venv

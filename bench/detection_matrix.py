@@ -48,6 +48,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import yaml
+
 from opsgate.config import LOCAL_TARGET
 from opsgate.environments.launch import Launcher
 from opsgate.environments.local import LocalEnvironment
@@ -86,9 +88,16 @@ class Row:
     wall_s: float
 
 
+def drill_job_live_checks() -> set[str]:
+    """The live alert checks ``opsgate drill`` runs (``job: drill`` in targets/local.yaml)."""
+    rows = yaml.safe_load(LOCAL_TARGET.read_text())["alerts"]["live"]
+    return {f"alert_live[{row.get('name') or row['alert']}]" for row in rows if row.get("job") == "drill"}
+
+
 def is_drill(check_id: str) -> bool:
-    """A drill id: ``drill[name]`` (declared in the target file) or a Python drill's bare name (``backup_restore``)."""
-    return check_id.startswith("drill[") or "[" not in check_id
+    """Run by ``opsgate drill``: ``drill[name]`` (declared in the target file), a Python drill's bare name
+    (``backup_restore``), or a live alert check of ``job: drill``."""
+    return check_id.startswith("drill[") or "[" not in check_id or check_id in drill_job_live_checks()
 
 
 def external_target(path: Path) -> Path:

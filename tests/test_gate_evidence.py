@@ -32,10 +32,11 @@ CAUGHT_BY = {
 @pytest.fixture(scope="module")
 def failing_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     reports = tmp_path_factory.mktemp("reports")
-    result = run_opsgate(["gate"], timeout_s=240, env={"OPSGATE_REPORTS_DIR": str(reports), "OPSGATE_DEFECTS": DEFECTS})
+    result = run_opsgate(["gate"], timeout_s=400, env={"OPSGATE_REPORTS_DIR": str(reports), "OPSGATE_DEFECTS": DEFECTS})
     return result, (reports / "latest").resolve()
 
 
+@pytest.mark.timeout(520)  # with the module's gate run (up to 400 s) in its setup
 def test_gate_fails_and_names_each_defects_check(failing_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     result, run_dir = failing_run
     assert result.returncode == 1, result.stdout[-2000:]
@@ -54,6 +55,7 @@ def test_gate_fails_and_names_each_defects_check(failing_run: tuple[subprocess.C
     assert html.index("data-verdict='fail'>") < html.index("data-verdict='pass'>")
 
 
+@pytest.mark.timeout(520)
 async def test_report_renders_in_chromium_without_errors_or_requests(
     failing_run: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
 ) -> None:
@@ -68,6 +70,7 @@ async def test_report_renders_in_chromium_without_errors_or_requests(
     assert (tmp_path / "report.png").stat().st_size > 1000
 
 
+@pytest.mark.timeout(520)
 def test_no_secret_reaches_the_evidence(failing_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     """The local environment's generated secrets have recognisable shapes; none may appear in any artifact."""
     _, run_dir = failing_run
