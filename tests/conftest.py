@@ -23,7 +23,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     so its module platform starts once; the containers tier stays on one (it starts and stops one Docker
     engine); the tests of a SPREAD module go to any worker."""
     for item in items:
-        module = Path(str(item.path)).resolve().relative_to(TESTS).as_posix()
+        path = Path(str(item.path)).resolve()
+        if not path.is_relative_to(TESTS):  # e.g. the suite an ``opsgate gate`` run under tests/ collects
+            continue
+        module = path.relative_to(TESTS).as_posix()
         if module.startswith("containers/"):
             group = "containers"
         elif module in SPREAD:
