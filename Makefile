@@ -23,14 +23,13 @@ lint: .venv
 typecheck: .venv
 	$(BIN)/mypy
 
-## make test: lint, types, then opsgate's own tests (real PostgreSQL, Redis, ...), on 2 workers
-## (most of a test's time is waiting on the platform's timers; tests/conftest.py keeps a module on one worker).
+## make test: lint, types, then opsgate's own tests (real PostgreSQL, Redis, ...).
 test: lint typecheck
-	$(BIN)/pytest -n 2 --dist loadgroup -m "not matrix"
+	$(BIN)/pytest -m "not matrix"
 
 ## make drill-matrix: the longest drill x defect cases (tests/chaos, marker matrix), outside make test's budget.
 drill-matrix: .venv
-	$(BIN)/pytest -n 2 --dist loadgroup -m matrix tests/chaos
+	$(BIN)/pytest -m matrix tests/chaos
 
 ## make gate: the full gate against the embedded reference platform.
 gate: .venv

@@ -13,28 +13,6 @@ import pytest
 from helpers import BACKUP_INTERVAL_S, TIME_SCALE, NewTenant, admin_login
 from opsgate.environments.local import LocalEnvironment
 
-TESTS = Path(__file__).resolve().parent
-SPREAD = {"chaos/test_drills_catch_defects.py"}
-"""Modules whose tests are independent end-to-end runs (no module fixture): each test is a unit of its own."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Units of work for ``pytest -n N --dist loadgroup`` (``make test``): a module's tests stay on one worker,
-    so its module platform starts once; the containers tier stays on one (it starts and stops one Docker
-    engine); the tests of a SPREAD module go to any worker."""
-    for item in items:
-        path = Path(str(item.path)).resolve()
-        if not path.is_relative_to(TESTS):  # e.g. the suite an ``opsgate gate`` run under tests/ collects
-            continue
-        module = path.relative_to(TESTS).as_posix()
-        if module.startswith("containers/"):
-            group = "containers"
-        elif module in SPREAD:
-            group = item.nodeid
-        else:
-            group = module
-        item.add_marker(pytest.mark.xdist_group(group))
-
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnvironment]:

@@ -12,7 +12,7 @@ from opsgate.alerts.live import AlertTimeout, LiveAlerts, missing_diagnostics
 from opsgate.config import Target
 from opsgate.evidence.recorder import Recorder
 from opsgate.evidence.records import CheckRecord, Sample
-from opsgate.flows import FlowFailed, FlowRun, run_steps
+from opsgate.flows import FlowFailed, FlowRun, fresh_variables, run_steps
 from opsgate.probes.base import ProbeError
 from opsgate.traffic import drive
 
@@ -34,7 +34,7 @@ async def test_alert_live(live_alert_name: str, target: Target, evidence: Record
     resolve_s = target.scaled(spec.resolve_within, floor_s=5.0)
     events: list[tuple[str, float]] = []
     stop = asyncio.Event()
-    steps = FlowRun()
+    steps = FlowRun(variables=fresh_variables())  # the trip's saves (a login's token) survive a failing later step
     async with httpx.AsyncClient() as client:
         alerts = LiveAlerts(client, prometheus, receiver)
         traffic = None
@@ -43,7 +43,7 @@ async def test_alert_live(live_alert_name: str, target: Target, evidence: Record
                 raise AlertTimeout(f"{spec.alert} is already active before the trip: no steady state to start from")
             steady = await alerts.active()
             tripped = time.time()
-            steps = await run_steps(client, target, spec.trip)
+            await run_steps(client, target, spec.trip, steps)
             events.append(("tripped", tripped))
             if spec.traffic is not None:
                 traffic = asyncio.create_task(drive(client, target, spec.traffic, fire_s, stop))
