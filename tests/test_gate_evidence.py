@@ -27,6 +27,10 @@ CAUGHT_BY = {
     "gate[delivered-within-5m]": "worker-acks-without-send",  # 0 of its sends in the provider's record
     "slo[send-message]": "slow-messages-route",
 }
+MAY_ALSO_CATCH = {"gate[no-paging-alert-firing]", "gate[no-paging-alert-30m]", "gate[no-active-incidents]"}
+"""Caught too when they sample while a paging alert fires: with these defects one fires for a few seconds during
+the run (seen in 2 of the watch's 31 samples on a quiet machine, 1 of 31 on a busy one; which rule is still to be
+named), so whether they fail varies."""
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +47,13 @@ def test_gate_fails_and_names_each_defects_check(failing_run: tuple[subprocess.C
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["verdict"] == "fail"
     failed = {c["id"]: c for c in summary["checks"] if c["verdict"] == "fail"}
-    assert set(failed) == set(CAUGHT_BY), failed.keys()
+    assert set(CAUGHT_BY) <= set(failed) <= set(CAUGHT_BY) | MAY_ALSO_CATCH, failed.keys()
     assert "checks.redis: missing" in failed["health[api:/readyz]"]["message"]
     assert "count: expected 1, got 0" in failed["flow[send-sms-delivered]"]["message"]
     assert failed["gate[send-message-p95]"]["measured"] > 0.5
     assert failed["slo[send-message]"]["measured"] >= 1500  # the exact client-side p95, in ms
     html = (run_dir / "report.html").read_text()
-    for check_id in CAUGHT_BY:
+    for check_id in failed:
         assert f"id='{check_id}' data-verdict='fail'" in html
     # Failures come first in the report.
     assert html.index("data-verdict='fail'>") < html.index("data-verdict='pass'>")

@@ -52,8 +52,11 @@ def test_the_coverage_checks_pass_on_a_healthy_stack(tmp_path: Path) -> None:
 def test_platform_defects_fail_the_gates_and_the_metric_check(tmp_path: Path) -> None:
     # no-active-incidents, an instant gate, is judged after the read-only checks (about 30 s in): by then the
     # counted failures of a fresh stack's first scrapes have fired an alert.
-    defects = "readiness-flaps,metrics-counts-db-failure,worker-requests-unlabelled,budget-spend-misdated"
-    match = f"{GATES.replace(' or service-uptime', '')} or metric_labels or (alert_live and BudgetApproaching90)"
+    defects = (
+        "readiness-flaps,metrics-counts-db-failure,worker-requests-unlabelled,budget-spend-misdated,"
+        "metrics-endpoint-flaky"
+    )
+    match = f"{GATES} or metric_labels or (alert_live and BudgetApproaching90)"
     checks = gate(tmp_path, match, defects)
     assert {c["verdict"] for c in checks.values()} == {"fail"}, {k: c["message"] for k, c in checks.items()}
     assert "failing samples" in checks["gate[readiness-availability]"]["message"] or (
@@ -65,10 +68,11 @@ def test_platform_defects_fail_the_gates_and_the_metric_check(tmp_path: Path) ->
     assert "without a status label" in labels and labels.count("samples without") == 1, labels
     budget = checks["alert_live[BudgetApproaching90]"]["message"]
     assert "BudgetApproaching90 not pending within" in budget, budget
+    assert checks["gate[service-uptime]"]["measured"] < 99.9
 
 
 def test_deployment_defects_and_drifted_rules_fail_their_checks(tmp_path: Path) -> None:
-    """Billing rules left out, annotations dropped, info unrouted, a flaky api, a critical rule gone warning."""
+    """Billing rules left out, annotations dropped, info unrouted, a critical rule gone warning."""
     text = RULES.read_text()
     drifted_rule = (
         "      - alert: DatabaseConnectionFailures\n"
@@ -83,10 +87,10 @@ def test_deployment_defects_and_drifted_rules_fail_their_checks(tmp_path: Path) 
     target.write_text(
         LOCAL_TARGET.read_text().replace('rules: ["opsgate:reference/rules/platform.yml"]', f'rules: ["{drifted}"]')
     )
-    defects = (
-        "deployed-rules-missing-billing,alert-annotations-dropped,alertmanager-info-unrouted,metrics-endpoint-flaky"
-    )
-    match = "alert_route or alert_severities or rules_applied or service-uptime or (alert_live and (sev2 or Budget))"
+    # (metrics-endpoint-flaky is planted in the platform-defects run: its 500s on /metrics fire the error-rate
+    # rules by themselves, so the SEV-2 live check here would have no steady state to trip from)
+    defects = "deployed-rules-missing-billing,alert-annotations-dropped,alertmanager-info-unrouted"
+    match = "alert_route or alert_severities or rules_applied or (alert_live and (sev2 or Budget))"
     checks = gate(tmp_path, match, defects, target)
     assert {c["verdict"] for c in checks.values()} == {"fail"}, {k: c["message"] for k, c in checks.items()}
     route = checks["alert_route[seed-001-critical]"]["message"]
@@ -98,7 +102,6 @@ def test_deployment_defects_and_drifted_rules_fail_their_checks(tmp_path: Path) 
     applied = checks["rules_applied[billing]"]["message"]
     assert "BillingWebhookRetrying is not loaded in Prometheus" in applied, applied
     assert "BillingWebhookFailed is not loaded in Prometheus" in applied, applied
-    assert checks["gate[service-uptime]"]["measured"] < 99.9
     live = checks["alert_live[sev2-pages-with-diagnostics]"]["message"]
     assert "without its diagnostics: no summary, runbook_url" in live, live
     budget = checks["alert_live[BudgetApproaching90]"]["message"]

@@ -38,11 +38,13 @@ async def test_alert_live(live_alert_name: str, target: Target, evidence: Record
     async with httpx.AsyncClient() as client:
         alerts = LiveAlerts(client, prometheus, receiver)
         traffic = None
+        trip_started = False
         try:
             if await alerts.state(spec.alert) != "inactive":
                 raise AlertTimeout(f"{spec.alert} is already active before the trip: no steady state to start from")
             steady = await alerts.active()
             tripped = time.time()
+            trip_started = True
             await run_steps(client, target, spec.trip, steps)
             events.append(("tripped", tripped))
             if spec.traffic is not None:
@@ -70,9 +72,14 @@ async def test_alert_live(live_alert_name: str, target: Target, evidence: Record
             stop.set()
             if traffic is not None:
                 await traffic
-            restored = time.time()
-            await run_steps(client, target, spec.restore, steps)
-            events.append(("restored", restored))
+            if trip_started:  # nothing to undo when the check failed before tripping anything
+                restored = time.time()
+                try:
+                    await run_steps(client, target, spec.restore, steps)
+                except FlowFailed as exc:  # the target may be left tripped: an error, saying what did not undo
+                    record.verdict = "error"
+                    record.message = f"{record.message + '; ' if record.message else ''}restore failed: {exc}"
+                events.append(("restored", restored))
         if record.verdict == "pass":
             rolling = None
             if spec.traffic is not None and spec.traffic_through_restore:
