@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: .venv test gate drill load bench up lint typecheck unit clean-reports containers
+.PHONY: .venv test gate drill load bench up lint typecheck unit clean-reports containers matrix drill-matrix
 
 .venv: $(STAMP)
 
@@ -25,7 +25,11 @@ typecheck: .venv
 
 ## make test: lint, types, then opsgate's own tests (real PostgreSQL, Redis, ...).
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not matrix"
+
+## make drill-matrix: the longest drill x defect cases (tests/chaos, marker matrix), outside make test's budget.
+drill-matrix: .venv
+	$(BIN)/pytest -m matrix tests/chaos
 
 ## make gate: the full gate against the embedded reference platform.
 gate: .venv
@@ -49,6 +53,10 @@ bench: .venv
 	$(BIN)/python bench/load_throughput.py
 	$(BIN)/python bench/report_open.py
 	$(BIN)/python bench/redaction_speed.py
+
+## make matrix: the detection matrix (every defect planted, the gate and its drill; 5 healthy runs; about an hour+).
+matrix: .venv
+	$(BIN)/python bench/detection_matrix.py
 
 ## make up: run the reference platform locally until Ctrl-C.
 up: .venv

@@ -27,6 +27,7 @@ import pytest
 import redis.asyncio
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Route
+from procedures import delivered_once, global_kill_switch_of
 
 from opsgate.config import FlowStep, Target
 from opsgate.drills import observe
@@ -38,6 +39,7 @@ from opsgate.probes.base import ProbeError
 from opsgate.probes.browser import chromium
 from opsgate.probes.http import HttpObservation, request
 from opsgate.probes.sources import service_url
+from opsgate.reference.db import DEMO_TENANTS
 
 pytestmark = [pytest.mark.drill, pytest.mark.destructive]
 
@@ -375,3 +377,120 @@ async def test_kill_switch_admin_page(drill: Drill, target: Target, local_enviro
         waiting = await observe.queue_waiting(target, SEND_QUEUE)
         drill.snapshot("after", {"tenant": _tenant(after), "queue send-messages waiting": waiting})
         drill.snapshot("after", {"messages": await looks.statuses(ids), "deliveries": await looks.deliveries(ids)})
+
+
+async def test_breach_kill_switch_all_tenants(
+    drill: Drill, target: Target, local_environment: LocalEnvironment
+) -> None:
+    """Global kill switch: both tenants' new sends refused within 60 s, queued jobs held; off: each sent once."""
+    drill.claim = "seed-001.security.kill-switch-first"
+    drill.objective = (
+        "Seed 001 suspected breach, immediate step: the global kill switch (PUT /admin/kill-switch, audited) stops "
+        "all sending: with two tenants' sends queued, new sends of both are refused (409) within 60 s (scaled), the "
+        "queued jobs are held by the running workers and nothing of either tenant reaches the provider; switched off, "
+        "every held send (and a new one of each tenant) is delivered exactly once (provider record)."
+    )
+    drill.timeout_s = target.scaled(1800.0, floor_s=60.0)
+    propagation_s = target.scaled(60.0)  # seed 001: "All new sends blocked within 60 seconds"
+    paused_hold_s = target.scaled(60.0, floor_s=2.0)
+    drain_s = target.scaled(300.0, floor_s=5.0)
+    every_s = target.scaled(5.0, floor_s=0.1)
+    async with drill.running():
+        first = account_of(target)
+        second = Account(str(DEMO_TENANTS[1]["id"]), local_environment.credentials.api_token_2, first.service_user,
+                         first.service_password)  # fmt: skip
+        tenants = [Platform(drill, first), Platform(drill, second)]
+        switch = global_kill_switch_of(target)
+        await drill.steady_state()
+        ids: dict[str, list[str]] = {t.account.tenant_id: [] for t in tenants}
+
+        def all_ids() -> list[str]:
+            return [i for found in ids.values() for i in found]
+
+        async def held_unsent() -> Observation:
+            queued = all_ids()
+            statuses: dict[str, str] = {}
+            sent: dict[str, int] = {}
+            for t in tenants:
+                statuses.update(await t.statuses(ids[t.account.tenant_id]))
+                sent.update(await t.deliveries(ids[t.account.tenant_id]))
+            moved = {i[:8]: s for i, s in statuses.items() if s != "queued"}
+            leaked = {i[:8]: n for i, n in sent.items() if n}
+            note = f"{len(queued)} sends of 2 tenants: status {sorted(set(statuses.values()))}, provider deliveries " \
+                   f"{sum(sent.values())}"  # fmt: skip
+            if moved or leaked:
+                note += f"; not queued: {moved or 'none'}; sent: {leaked or 'none'}"
+            return Observation(not moved and not leaked, float(sum(sent.values())), note)
+
+        audited = "SELECT count(*) FROM audit_events WHERE action = 'kill_switch.enabled'"
+        audits_before = await observe.sql_value(target, audited) or 0.0
+        async with AsyncExitStack() as switched:
+            async with drill.fault(LocalServiceFault(local_environment, local_environment.service_names("worker"))):
+                for t in tenants:
+                    for number in range(QUEUED):
+                        seen = await t.send(f"breach drill: queued before the switch ({number + 1}/{QUEUED})")
+                        if seen.status != 202:
+                            raise DrillFailed(f"a send of tenant {t.account.tenant_id} with the workers down is "
+                                              f"accepted (202): got {seen.status}: {seen.text[:160]}")  # fmt: skip
+                        ids[t.account.tenant_id].append(str(seen.json["id"]))
+                drill.event("sends queued", f"{QUEUED} per tenant, 2 tenants, workers down: {_short(all_ids())}")
+                await switched.enter_async_context(drill.fault(switch))
+                switched_at = time.monotonic()
+
+                async def every_tenant_refused() -> Observation:
+                    notes, ok = [], True
+                    for t in tenants:
+                        seen = await t.send("breach drill: sent with the global kill switch on")
+                        if seen.status == 202:
+                            ids[t.account.tenant_id].append(str(seen.json["id"]))  # accepted: must not be lost
+                        ok = ok and seen.status == 409
+                        notes.append(f"tenant {t.account.tenant_id[-4:]} → {seen.status}")
+                    return Observation(ok, None, "; ".join(notes))
+
+                await drill.expect("new sends of every tenant refused (409) within 60 s of the global kill switch",
+                                   every_tenant_refused, within_s=propagation_s, every_s=0.2)  # fmt: skip
+                drill.measured["global kill switch → every tenant refused"] = time.monotonic() - switched_at
+
+                async def audited_once_more() -> Observation:
+                    now = await observe.sql_value(target, audited) or 0.0
+                    return Observation(
+                        now == audits_before + 1,
+                        now - audits_before,
+                        f"{now - audits_before:g} kill_switch.enabled audit events since the drill began",
+                    )
+
+                await drill.expect(
+                    "the global kill switch audited (audit_events kill_switch.enabled)", audited_once_more
+                )
+            # The workers are back (their rollback waited until ready) while the global switch stays on.
+
+            async def held_by_workers() -> Observation:
+                queued = all_ids()
+                delayed = await tenants[0].delayed(queued)
+                note = f"{len(delayed)} of {len(queued)} jobs in the delayed set: {_short(delayed) or 'none'}"
+                return Observation(len(delayed) == len(queued), float(len(delayed)), note)
+
+            await drill.expect("queued sends of both tenants held by the workers (delayed, not sent)", held_by_workers,
+                               within_s=target.scaled(60.0, floor_s=5.0), every_s=0.1)  # fmt: skip
+            await hold(drill, "nothing of either tenant sent while the global kill switch is on (provider record)",
+                       held_unsent, for_s=paused_hold_s, every_s=every_s)  # fmt: skip
+        for t in tenants:  # the switch is off (its rollback): each tenant sends again
+            seen = await t.send("breach drill: sent after the global kill switch")
+            if seen.status != 202:
+                raise DrillFailed(f"a send of tenant {t.account.tenant_id} is accepted after the global kill switch "
+                                  f"is off: got {seen.status}: {seen.text[:160]}")  # fmt: skip
+            ids[t.account.tenant_id].append(str(seen.json["id"]))
+
+        async def each_once() -> Observation:
+            statuses: dict[str, str] = {}
+            sent: dict[str, int] = {}
+            for t in tenants:
+                statuses.update(await t.statuses(ids[t.account.tenant_id]))
+                sent.update(await t.deliveries(ids[t.account.tenant_id]))
+            return delivered_once(statuses, sent)
+
+        await drill.expect("every held send of both tenants delivered exactly once after the switch is off",
+                           each_once, within_s=drain_s, every_s=every_s, series="delivered once")  # fmt: skip
+        await drill.sleep(target.scaled(30.0, floor_s=1.0), "a duplicate send would show up by now")
+        await drill.expect("still exactly one delivery per message (no duplicate)", each_once)
+        await drill.steady_state(after=True, within_s=target.scaled(300.0, floor_s=5.0))

@@ -34,9 +34,10 @@ async def counter(reference: Reference, outcome: str) -> int:
     return value
 
 
-async def grew(reference: Reference, outcome: str, before: int) -> Observation:
+async def grew(reference: Reference, outcome: str, before: int, at_least: int = 1) -> Observation:
+    """The provider's ``outcome`` counter rose by ``at_least`` since ``before``."""
     now = await counter(reference, outcome)
-    return Observation(now > before, float(now - before), f"{now - before} sends {outcome} by the provider")
+    return Observation(now - before >= at_least, float(now - before), f"{now - before} sends {outcome} by the provider")
 
 
 async def final_state(reference: Reference, ids: list[str]) -> Observation:
@@ -71,6 +72,9 @@ async def test_provider_errors(drill: Drill, target: Target, reference: Referenc
     ids: list[str] = []
     async with drill.running():
         await drill.steady_state()
+        # The alert this drill proves must be its own doing: another drill's failures may still hold it.
+        await drill.expect(f"{ALERT} inactive before the drill", lambda: _inactive(alerts),
+                           within_s=target.scaled(1200, floor_s=30.0))  # fmt: skip
         events_before = len((await reference.provider.get("/monitoring/events")).json()["events"])
 
         # 1. Half the sends fail: retries with backoff get most through.
@@ -99,7 +103,10 @@ async def test_provider_errors(drill: Drill, target: Target, reference: Referenc
             limited = await reference.send_accepted(5)
             sent_at = time.time()
             ids += limited
-            await drill.expect("the provider rate-limits sends (429)", lambda: grew(reference, "faulted", faulted),
+            # Held until each rate-limited send has been refused once: rolled back earlier, a late first attempt
+            # would simply go through, and "delivered no sooner than Retry-After" would judge nothing.
+            await drill.expect("the provider rate-limits every send (429)",
+                               lambda: grew(reference, "faulted", faulted, at_least=len(limited)),
                                within_s=10.0)  # fmt: skip
         await drill.expect("rate-limited sends delivered no sooner than Retry-After",
                            lambda: _after_retry_after(reference, limited, sent_at),

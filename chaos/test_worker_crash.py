@@ -13,7 +13,7 @@ import pytest
 
 from opsgate.config import Target
 from opsgate.drills import observe
-from opsgate.drills.drill import Drill, Observation
+from opsgate.drills.drill import Drill, DrillInconclusive, Observation
 from opsgate.environments.local import LocalEnvironment
 from opsgate.faults.actions import LocalServiceFault, ProviderFault
 from opsgate.reference.client import Reference
@@ -178,3 +178,42 @@ async def _send_steadily(reference: Reference, count: int, rate_per_s: float) ->
         ids += await reference.send_accepted(1)
         await asyncio.sleep(1 / rate_per_s)
     return ids
+
+
+async def test_zero_downtime_worker_swap(
+    drill: Drill, target: Target, local_environment: LocalEnvironment, reference: Reference
+) -> None:
+    drill.claim = "seed-001.deploy.drain-old-workers"
+    drill.objective = ("Zero-downtime deployment (seed 001) with sends flowing: a new worker instance started, the "
+                       "old one drained (SIGTERM: it finishes the sends it holds) and terminated; every send accepted "
+                       "during the swap delivered exactly once by the new instance, none abandoned (provider "
+                       "record).")  # fmt: skip
+    replicas = local_environment.workers
+    if replicas != 1:
+        raise DrillInconclusive(f"the swap starts from one worker instance; the environment runs {replicas}")
+    async with drill.running():
+        await drill.steady_state()
+        old = local_environment.service_names("worker")[0]
+        try:
+            before = await abandoned(reference)
+            async with drill.fault(provider_latency(target, 300)):  # the old instance always holds sends in flight
+                sending = asyncio.create_task(_send_steadily(reference, 30, 10.0))
+                try:
+                    await drill.expect(HELD, lambda: in_flight(reference), within_s=10.0, every_s=0.05)
+                    local_environment.scale_workers(2)  # deploy the new instance (waits until it is ready)
+                    new = [n for n in local_environment.service_names("worker") if n != old]
+                    drill.event("new worker instance ready", ", ".join(new))
+                    await drill.expect(HELD, lambda: in_flight(reference), within_s=10.0, every_s=0.05)
+                    # Drain the old instance (graceful SIGTERM) and terminate it: it stays down through the rest.
+                    async with drill.fault(LocalServiceFault(local_environment, [old])):
+                        drill.event("old worker instance drained and terminated", old)
+                        ids = await sending
+                        drill.event("traffic sent during the swap", f"{len(ids)} accepted")
+                        await reconcile(drill, reference, ids)
+                        await drill.expect("no send abandoned by the swap", lambda: _abandoned_none(reference, before))
+                finally:
+                    sending.cancel()
+        finally:
+            local_environment.scale_workers(replicas)
+            drill.event(f"back to {replicas} instance(s)", ", ".join(local_environment.service_names("worker")))
+        await drill.steady_state(after=True, within_s=target.scaled(300, floor_s=5.0))

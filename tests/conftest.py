@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import BACKUP_INTERVAL_S, TIME_SCALE, NewTenant
+from helpers import BACKUP_INTERVAL_S, TIME_SCALE, NewTenant, admin_login
 from opsgate.environments.local import LocalEnvironment
 
 
@@ -42,12 +42,7 @@ async def sandbox(platform: LocalEnvironment) -> AsyncIterator[httpx.AsyncClient
 @pytest.fixture(scope="session")
 def admin_headers(platform: LocalEnvironment) -> dict[str, str]:
     """Authorization for the admin API: a service-account session token."""
-    c = platform.credentials
-    response = httpx.post(
-        f"{platform.api_url}/auth/login", json={"username": c.service_user, "password": c.service_password}
-    )
-    response.raise_for_status()
-    return {"Authorization": f"Bearer {response.json()['token']}"}
+    return admin_login(platform)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from typing import Any
 import httpx
 
 from opsgate.environments.local import LocalEnvironment
+from opsgate.flows import zone_at_hour
 
 TIME_SCALE = 0.02
 BACKUP_INTERVAL_S = 3.0
@@ -67,6 +67,16 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
     return total
 
 
+def admin_login(platform: LocalEnvironment) -> dict[str, str]:
+    """Authorization for the admin API of ``platform``: a service-account session token."""
+    c = platform.credentials
+    response = httpx.post(
+        f"{platform.api_url}/auth/login", json={"username": c.service_user, "password": c.service_password}
+    )
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
 def local_target_as_external(path: Path) -> Path:
     """Write targets/local.yaml to ``path`` as an external target: the session's running platform, nothing started.
 
@@ -112,12 +122,8 @@ def backup_tables(path: str) -> set[str]:
 
 
 def fixed_offset_zone(local_hour: int) -> str:
-    """An Etc/GMT zone in which it is now ``local_hour`` o'clock (Etc/GMT signs are inverted)."""
-    utc_hour = datetime.datetime.now(datetime.UTC).hour
-    offset = (local_hour - utc_hour) % 24
-    if offset > 14:
-        offset -= 24
-    return "Etc/GMT" + (f"{-offset:+d}" if offset else "")
+    """An Etc/GMT zone in which it is now ``local_hour`` o'clock."""
+    return zone_at_hour(local_hour)
 
 
 def run_opsgate(args: list[str], *, timeout_s: float, env: dict[str, str] | None = None) -> Any:
@@ -157,3 +163,10 @@ def defects_planted(platform: LocalEnvironment, defects: str) -> Iterator[LocalE
         yield platform
     finally:
         platform.restart_platform(defects="", backup_interval_s=BACKUP_INTERVAL_S)
+
+
+def live_checks_in_the_gate(target_text: str) -> str:
+    """A target file's text with every live alert check in the gate's job: one ``opsgate gate`` run, one stack,
+    judges them with the gate's other checks."""
+    assert "      job: drill\n" in target_text
+    return target_text.replace("      job: drill\n", "")

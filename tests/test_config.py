@@ -30,6 +30,7 @@ ENVIRON = {
     "SERVICE_USER": "ops-bot",
     "SERVICE_PASSWORD": "service-pw",
     "BILLING_WEBHOOK_SECRET": "billing-whsec",
+    "BILLING_WEBHOOK_SECRET_NEXT": "billing-whsec-next",
     "PROVIDER_WEBHOOK_SECRET": "provider-whsec",
     "PROVIDER_API_KEY": "provider-key",
 }
@@ -46,7 +47,14 @@ def test_local_target_loads() -> None:
     assert target.platform is not None and target.platform.workers == 1
     api = target.services["api"]
     assert api.url == "http://127.0.0.1:8001"
-    assert [check.path for check in api.health] == ["/health", "/healthz", "/readyz", "/metrics"]
+    assert [check.path for check in api.health] == [
+        "/health",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/health/db",
+        "/api/health/redis",
+    ]
     liveness = api.health[1]
     assert liveness.expect.json == {"status": "ok"}
     assert liveness.expect.max_latency_ms == 200
@@ -55,23 +63,83 @@ def test_local_target_loads() -> None:
     assert [g.name for g in target.gates] == [
         "api-p95",
         "send-message-p95",
+        "delivered-within-5m",
+        "webhook-processing-lag",
         "api-error-ratio",
         "db-pool",
         "no-paging-alert-firing",
         "worker-heartbeat",
         "provider-quota",
+        "monitoring-backlog",
+        "billing-audit-trail",
+        "worker-processing-rate",
+        "billing-events-not-stuck",
+        "sends-not-stuck",
+        "migrations-applied",
+        "migrations-backed-up-first",
+        "no-paging-alert-30m",
+        "no-active-incidents",
+        "readiness-availability",
+        "service-uptime",
     ]
-    assert target.gates[0].judged_on_delta and not target.gates[3].judged_on_delta
-    assert [f.name for f in target.flows] == ["send-sms-delivered", "billing-webhook-processed"]
+    assert target.gates[0].judged_on_delta and not target.gates[5].judged_on_delta
+    delivery = target.gates[2].delivery
+    assert delivery is not None and (delivery.count, delivery.rate_per_s, delivery.within) == (60, 20, 300.0)
+    assert target.gates[3].judged_on_delta and target.gates[3].scale_threshold
+    gates = {g.name: g for g in target.gates}
+    assert gates["billing-events-not-stuck"].sql_durations == {"stuck_after_s": 600.0}
+    assert [f.name for f in target.flows] == [
+        "send-sms-delivered",
+        "force-backup-newer",
+        "billing-webhook-processed",
+        "outbox-retry-refuses-processed",
+        "stop-blocks-next-send",
+        "dnc-blocks-any-format",
+        "billing-webhook-forged-refused",
+        "forged-provider-reply-refused",
+        "budget-enforced",
+        "quiet-hours-enforced",
+        "quiet-hours-contact-timezone",
+        "suspend-blocks-sends",
+        "suspend-notifies",
+        "activate-restores-sends",
+        "resume-restores-sends",
+        "dnc-contact-receives-nothing",
+        "post-deploy-verification",
+        "synthetic-checks",
+        "smoke",
+    ]
+    diagnosed = {f.name for f in target.flows if f.diagnose == "messages-not-sending"}
+    assert diagnosed == {
+        "send-sms-delivered",
+        "stop-blocks-next-send",
+        "activate-restores-sends",
+        "resume-restores-sends",
+    }
+    assert {f.diagnose for f in target.flows} == {"messages-not-sending", None}
+    diagnosis = target.diagnoses["messages-not-sending"]
+    assert [(s.id, s.claim) for s in diagnosis] == [
+        ("worker-running", "seed-001.diagnosis.worker-running"),
+        ("redis-ping", "seed-001.diagnosis.redis-ping"),
+        ("send-queue", "seed-001.diagnosis.send-queue"),
+    ]
+    worker = diagnosis[0].http
+    assert worker is not None and (worker.service, worker.path) == ("worker", "/health")
+    assert worker.expect.json == {"status": "ok"}
+    assert (diagnosis[1].ping, diagnosis[2].queue, diagnosis[2].timeout) == ("redis", "send-messages", 6.0)
     assert target.freshness[0].max_age == 86400 and target.browser[0].name == "admin-kill-switch-state"
     assert [d.name for d in target.drills] == [
         "worker-to-zero",
         "redis-outage",
         "postgres-outage",
         "provider-errors",
+        "email-failures-reported",
+        "sms-failures-reported",
         "kill-switch",
         "maintenance-mode",
         "postgres-latency",
+        "webhook-secret-rotation",
+        "health-baseline",
     ]
     assert target.drills[1].fault.repeat == 2 and target.drills[1].traffic[0].phase == "before"
     assert [(s.name, s.p95_ms, s.load.rate_per_s) for s in target.slos] == [
@@ -87,6 +155,7 @@ def test_local_target_loads() -> None:
     assert target.auth is not None and target.auth.service_user == "ops-bot"
     assert target.source == ROOT / "targets" / "local.yaml"
     assert {"token-abc", "service-pw", "pg-secret-1", "redis-secret-2", "provider-key"} <= target.secret_values
+    assert "billing-whsec-next" in target.secret_values
     assert ENVIRON["DATABASE_URL"] in target.secret_values
     assert "ops-bot" not in target.secret_values
 
@@ -158,6 +227,7 @@ def test_datastore_command_control_parses() -> None:
 
 
 API = MINIMAL + "services:\n  api:\n    url: http://api\n"
+DIAGNOSIS_REDIS = "datastores: {redis: {url: 'redis://r'}}\nqueues:\n  - {name: q, layout: bullmq}\n"
 CHECK = API + "    health:\n      - path: /healthz\n"
 
 MALFORMED = {
@@ -190,8 +260,8 @@ MALFORMED = {
     "unknown-field-far": (
         MINIMAL + "colour: blue\n",
         "colour: unknown field (expected one of: name, environment, provider, time_scale, secrets, platform, "
-        "containers, services, datastores, queues, metrics, auth, gates, flows, freshness, browser, alerts, drills, "
-        "slos, claims)",
+        "containers, services, datastores, queues, metrics, auth, gates, flows, diagnoses, freshness, browser, alerts, "
+        "drills, slos, claims)",
     ),
     "path-without-slash": (
         API + "    health:\n      - path: healthz\n",
@@ -300,6 +370,110 @@ MALFORMED = {
         MINIMAL + "slos:\n  - {name: s, request: {path: /x}, p95_ms: 5, load: {rate_per_s: 5, duration: 1m}}\n"
         "  - {name: s, request: {path: /y}, p95_ms: 5, load: {rate_per_s: 5, duration: 1m}}\n",
         "slos[1].name: expected an SLO name not used before (slos[0] has it), got 's'",
+    ),
+    "sql-durations-unnamed": (
+        MINIMAL + "gates:\n  - {name: g, sql: 'select count(*) from t where age > %(max_age_s)s',"
+        " sql_durations: {max_age: 10m}, op: '==', threshold: 0}\n",
+        "gates[0].sql_durations: expected one duration per %(name)s placeholder of sql (max_age_s), got ['max_age']",
+    ),
+    "sql-durations-bare-number": (
+        MINIMAL + "gates:\n  - {name: g, sql: 'select %(a)s', sql_durations: {a: 600}, op: '==', threshold: 0}\n",
+        "gates[0].sql_durations.a: expected a duration like '5m', got 600",
+    ),
+    "delivery-without-limit": (
+        MINIMAL + "gates:\n  - {name: g, delivery: {send: {path: /m}, count: 5, rate_per_s: 5},"
+        " op: '>=', threshold: 1}\n",
+        "gates[0].delivery.within: missing required field",
+    ),
+    "delivery-limit-bare-number": (
+        MINIMAL + "gates:\n  - {name: g, delivery: {send: {path: /m}, count: 5, rate_per_s: 5, within: 300},"
+        " op: '>=', threshold: 1}\n",
+        "gates[0].delivery.within: expected a duration like '5m', got 300",
+    ),
+    "delivery-count-zero": (
+        MINIMAL + "gates:\n  - {name: g, delivery: {send: {path: /m}, count: 0, rate_per_s: 5, within: 5m},"
+        " op: '>=', threshold: 1}\n",
+        "gates[0].delivery.count: expected an integer >= 1 and <= 10000, got 0",
+    ),
+    "delivery-record-path": (
+        MINIMAL + "gates:\n  - {name: g, delivery: {send: {path: /m}, count: 5, rate_per_s: 5, within: 5m,"
+        " record: {path: deliveries}}, op: '>=', threshold: 1}\n",
+        "gates[0].delivery.record.path: expected a path starting with '/', got 'deliveries'",
+    ),
+    "delivery-with-window": (
+        MINIMAL + "gates:\n  - {name: g, delivery: {send: {path: /m}, count: 5, rate_per_s: 5, within: 5m},"
+        " window: 1m, op: '>=', threshold: 1}\n",
+        "gates[0].window: expected no window for a delivery gate (its sends are its window), got 'a window'",
+    ),
+    "count-window-without-size": (
+        MINIMAL + "alerts:\n  thresholds:\n  - {alert: A, source: {runbook: r, section: s, quote: q}, threshold: 3%,"
+        " severity: warning, input: {kind: count_window, metric: hits, denominator: {name: held}}}\n",
+        "alerts.thresholds[0].input: expected a size and a denominator for a count_window input, got 'no size'",
+    ),
+    "diagnosis-step-no-probe": (
+        MINIMAL + "diagnoses:\n  d:\n    - {id: a}\n",
+        "diagnoses.d[0]: expected exactly one of http, ping, queue, got 'none'",
+    ),
+    "diagnosis-step-two-probes": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: redis, queue: q}\n",
+        "diagnoses.d[0]: expected exactly one of http, ping, queue, got 'ping and queue'",
+    ),
+    "diagnosis-ping-unknown": (
+        MINIMAL + "diagnoses:\n  d:\n    - {id: a, ping: mysql}\n",
+        "diagnoses.d[0].ping: expected 'postgres' or 'redis', got 'mysql'",
+    ),
+    "diagnosis-ping-not-configured": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: postgres}\n",
+        "diagnoses.d[0].ping: expected a configured datastore (datastores.postgres is not set), got 'postgres'",
+    ),
+    "diagnosis-queue-unknown": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, queue: sends}\n",
+        "diagnoses.d[0].queue: expected a queue of queues (q), got 'sends'",
+    ),
+    "diagnosis-service-unknown": (
+        API + "diagnoses:\n  d:\n    - {id: a, http: {service: worker, path: /health}}\n",
+        "diagnoses.d[0].http.service: expected a service of services (api), got 'worker'",
+    ),
+    "diagnosis-max-depth-without-queue": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: redis, max_depth: 5}\n",
+        "diagnoses.d[0].max_depth: expected max_depth only on a queue step, got 5",
+    ),
+    "diagnosis-max-depth-negative": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, queue: q, max_depth: -1}\n",
+        "diagnoses.d[0].max_depth: expected an integer >= 0, got -1",
+    ),
+    "diagnosis-duplicate-step-ids": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: redis}\n    - {id: a, queue: q}\n",
+        "diagnoses.d[1].id: expected a step id not used before (diagnoses.d[0] has it), got 'a'",
+    ),
+    "diagnosis-no-steps": (
+        MINIMAL + "diagnoses:\n  d: []\n",
+        "diagnoses.d: expected at least one step, got []",
+    ),
+    "diagnosis-step-typo": (
+        MINIMAL + "diagnoses:\n  d:\n    - {id: a, pnig: redis}\n",
+        "diagnoses.d[0].pnig: unknown field (did you mean 'ping'?)",
+    ),
+    "diagnosis-timeout-words": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: redis, timeout: 6 seconds}\n",
+        "diagnoses.d[0].timeout: expected a duration like '5m', got '6 seconds'",
+    ),
+    "flow-diagnose-unknown": (
+        MINIMAL + DIAGNOSIS_REDIS + "diagnoses:\n  d:\n    - {id: a, ping: redis}\n"
+        "flows:\n  - {name: f, steps: [{path: /x}], diagnose: e}\n",
+        "flows[0].diagnose: expected a diagnosis of diagnoses (d), got 'e'",
+    ),
+    "flow-diagnose-without-diagnoses": (
+        MINIMAL + "flows:\n  - {name: f, steps: [{path: /x}], diagnose: messages-not-sending}\n",
+        "flows[0].diagnose: expected a diagnosis of diagnoses (none), got 'messages-not-sending'",
+    ),
+    "browser-step-see-and-click": (
+        MINIMAL + "browser:\n  - {name: b, steps: [{see: h1, click: a}]}\n",
+        "browser[0].steps[0]: expected exactly one of goto, fill, click, see, got {'click': 'a', 'see': 'h1'}",
+    ),
+    "expect-contains-not-text": (
+        MINIMAL + "flows:\n  - {name: f, steps: [{path: /x, expect: {contains: [a]}}]}\n",
+        "flows[0].steps[0].expect.contains: expected a string, got ['a']",
     ),
     "several-errors": (
         "name: t\nenvironment: prod\ntime_scale: 0\nprovider: cloud\n",
@@ -433,6 +607,10 @@ def test_public_names() -> None:
             "CommandControl",
             "Control",
             "Datastores",
+            "DeliveryRecord",
+            "DeliverySource",
+            "Diagnosis",
+            "DiagnosisStep",
             "Duration",
             "Expect",
             "HealthCheck",

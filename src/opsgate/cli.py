@@ -151,7 +151,7 @@ def drill(
     target_file: Path | None, match: str | None, allow_destructive: bool, chaos_dir: Path, drill_logs: Path
 ) -> None:
     """Run the failure drills (chaos/ and the target file's drills:), always rolling back; write drill logs."""
-    args = ["--pyargs", "opsgate.suite.test_drills"]
+    args = ["--pyargs", "opsgate.suite.test_drills", "opsgate.suite.test_alerts_live"]  # the live checks of job: drill
     if chaos_dir.is_dir():
         args.append(str(chaos_dir))
     else:

@@ -49,6 +49,10 @@ __all__ = [
     "CommandControl",
     "Control",
     "Datastores",
+    "DeliveryRecord",
+    "DeliverySource",
+    "Diagnosis",
+    "DiagnosisStep",
     "DrillExpect",
     "DrillFault",
     "DrillLogs",
@@ -296,6 +300,8 @@ with warnings.catch_warnings():
         """Slowest acceptable response, in milliseconds."""
         headers: dict[str, str] | None = None
         """Headers the response must carry with these exact values."""
+        contains: str | None = None
+        """Text the response body must contain (e.g. a metric's name in ``/metrics``); the first 1 MB is read."""
 
 
 class HealthCheck(_Section):
@@ -411,6 +417,17 @@ class QueueSpec(_Section):
     claim: _ClaimId | None = None
 
 
+class MetricLabels(_Section):
+    """A metric every scraped service must expose with these labels set (seed 004: ``http_requests_total{status}``
+    "aggregated per service")."""
+
+    name: _Name
+    """The sample name (``http_requests_total``)."""
+    labels: Annotated[list[_Name], Field(min_length=1)]
+    """Labels each of its samples must carry with a non-empty value."""
+    claim: _ClaimId | None = None
+
+
 class Metrics(_Section):
     """Where metrics are read."""
 
@@ -418,6 +435,8 @@ class Metrics(_Section):
     """Prometheus exposition endpoints read directly (``/metrics``)."""
     prometheus: _OptionalHttpUrl = None
     """A Prometheus server's base URL for PromQL; an empty value means none."""
+    required: list[MetricLabels] = []
+    """Metrics each ``scrape`` endpoint must expose, with their labels."""
 
 
 class MetricSelector(_Section):
@@ -474,6 +493,44 @@ class HttpSource(_Section):
     headers: dict[str, str] = {}
 
 
+class DeliveryRecord(_Section):
+    """Where the provider keeps its own record of deliveries (the ground truth): a GET answering a JSON list.
+
+    ``path`` may use ``{since}`` (unix seconds, the first send's time) to narrow the list; each item names the
+    message in ``id`` and the time the provider received it (unix seconds) in ``at``.
+    """
+
+    service: _Name = "provider"
+    path: Annotated[str, AfterValidator(_url_path)] = "/deliveries?since={since}"
+    headers: dict[str, str] = {}
+    items: _Name = "deliveries"
+    """Dotted path of the list of deliveries in the answer."""
+    id: _Name = "message_id"
+    """Field of a delivery naming the message (the send's ``id_field``)."""
+    at: _Name = "received_at"
+    """Field of a delivery with the unix time the provider received it."""
+
+
+class DeliverySource(_Section):
+    """Send ``count`` messages at ``rate_per_s`` and measure the share the provider recorded ``within`` the limit.
+
+    Each message is timed from its acceptance (the send's answer, e.g. 202) to the provider's own record.
+    ``within`` is scaled by ``time_scale`` (floor 1 s). Every send counts: a refused one is undelivered.
+    """
+
+    send: FlowStep
+    id_field: _Name = "id"
+    """Field of the send's JSON answer holding the message id (as the provider's record names it)."""
+    count: Annotated[int, _number(int, ge=1, le=10_000)]
+    rate_per_s: Annotated[float, _number(float, gt=0, le=500)]
+    within: _PositiveDuration
+    """The delivery limit ("delivered within 5 minutes"), from acceptance to the provider's record."""
+    record: DeliveryRecord = DeliveryRecord()
+
+
+_SQL_NAMES = re.compile(r"%\((\w+)\)s")
+
+
 class GateSpec(_Section):
     """A probe compared with a threshold, once or over a window: "p95 < 1.5s for 5 minutes"."""
 
@@ -482,11 +539,17 @@ class GateSpec(_Section):
     http: HttpSource | None = None
     sql: _Name | None = None
     """A query returning one number, run on ``datastores.postgres``."""
+    sql_durations: dict[str, Duration] = {}
+    """Durations bound into ``sql`` by name as seconds (``%(max_age_s)s``), each scaled by ``time_scale`` (floor
+    1 s) like every window: "stuck longer than 10m" is written once and runs compressed locally. With any
+    given, a literal ``%`` in the query is written ``%%``."""
     promql: _Name | None = None
     """An instant query on ``metrics.prometheus`` returning one number."""
     redis_key: _Name | None = None
     """A Redis key read on ``datastores.redis``: a number (GET) or a collection's length (LLEN, ZCARD...).
     Seed 001: ``redis-cli GET "rate:tenant:<id>:<minute>"``."""
+    delivery: DeliverySource | None = None
+    """Messages sent by the gate, judged by the share the provider recorded within a limit (a ratio 0..1)."""
     op: Literal["<", "<=", ">", ">=", "==", "!="]
     threshold: Annotated[float, _number(float)]
     unit: str = ""
@@ -510,9 +573,21 @@ class GateSpec(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> GateSpec:
-        given = [k for k in ("metric", "http", "sql", "promql", "redis_key") if getattr(self, k) is not None]
+        sources = ("metric", "http", "sql", "promql", "redis_key", "delivery")
+        given = [k for k in sources if getattr(self, k) is not None]
         if len(given) != 1:
-            raise _FieldProblem("exactly one source of metric, http, sql, promql, redis_key", given or "none")
+            raise _FieldProblem(f"exactly one source of {', '.join(sources)}", given or "none")
+        if self.delivery is not None and self.window is not None:
+            raise _FieldProblem("no window for a delivery gate (its sends are its window)", "a window", at=("window",))
+        if self.sql_durations:
+            named = set(_SQL_NAMES.findall(self.sql or ""))
+            if self.sql is None or named != set(self.sql_durations):
+                wanted = ", ".join(sorted(named)) or "none"
+                raise _FieldProblem(
+                    f"one duration per %(name)s placeholder of sql ({wanted})",
+                    sorted(self.sql_durations),
+                    at=("sql_durations",),
+                )
         if self.mode == "delta" and not (self.metric is not None and self.window is not None):
             raise _FieldProblem("mode 'delta' only with a metric source and a window", self.mode)
         if self.traffic is not None and self.window is None:
@@ -562,11 +637,13 @@ with warnings.catch_warnings():
 
 
 class Flow(_Section):
-    """A synthetic user flow: steps run in order, sharing saved variables; ``{uuid}`` is fresh per run."""
+    """A synthetic user flow: steps run in order, sharing saved variables; ``{uuid}``, ``{digits}`` fresh per run."""
 
     name: _Name
     steps: Annotated[list[FlowStep], Field(min_length=1)]
     claim: _ClaimId | None = None
+    diagnose: _Name | None = None
+    """A diagnosis of ``diagnoses:`` run when the flow fails; its findings join the failure message."""
 
 
 class Traffic(_Section):
@@ -605,17 +682,19 @@ class FreshnessSpec(_Section):
 
 
 class BrowserStep(_Section):
-    """One action in the browser: open a path, fill a field, or click."""
+    """One action in the browser: open a path, fill a field, click, or see an element shown (before going on)."""
 
     goto: str | None = None
     fill: dict[str, str] | None = None
     """``{css selector: value}``."""
     click: str | None = None
+    see: str | None = None
+    """A css selector that must be visible now, within the check's budget: a mid-journey expectation."""
 
     @model_validator(mode="after")
     def _one_action(self) -> BrowserStep:
-        if sum(x is not None for x in (self.goto, self.fill, self.click)) != 1:
-            raise _FieldProblem("exactly one of goto, fill, click", self.model_dump(exclude_none=True))
+        if sum(x is not None for x in (self.goto, self.fill, self.click, self.see)) != 1:
+            raise _FieldProblem("exactly one of goto, fill, click, see", self.model_dump(exclude_none=True))
         return self
 
 
@@ -655,18 +734,26 @@ class AlertInput(_Section):
     ``gauge_ratio``: two gauges, ``metric`` over ``denominator`` (connections in use / pool size).
     ``quantile``: ``metric`` is a histogram
     (``_bucket`` series) with these ``buckets`` (upper bounds, seconds). ``events``: ``metric`` is a
-    counter incremented once per event.
+    counter incremented once per event. ``count_window``: a window of the last ``size`` events, not of
+    time ("> 3% in rolling 100 messages"): ``metric`` is a gauge of the window's hits (opt-outs),
+    ``denominator`` a gauge of how many events the window holds (up to ``size``). ``rate``: ``metric`` is a
+    counter whose per-second rate is the level (CPU seconds per second: a share of one core).
     """
 
-    kind: Literal["gauge", "ratio", "gauge_ratio", "quantile", "events"]
+    kind: Literal["gauge", "ratio", "gauge_ratio", "quantile", "events", "count_window", "rate"]
     metric: _Name
     labels: dict[str, str] = {}
     denominator: MetricSelector | None = None
     quantile: Annotated[float, _number(float, gt=0, le=1)] | None = None
     buckets: list[float] | None = None
+    size: Annotated[int, _number(int, ge=2)] | None = None
+    """Events in a ``count_window`` (100 for "rolling 100 messages")."""
 
     @model_validator(mode="after")
     def _complete(self) -> AlertInput:
+        missing = [name for name in ("size", "denominator") if getattr(self, name) is None]
+        if self.kind == "count_window" and missing:
+            raise _FieldProblem("a size and a denominator for a count_window input", "no " + " and no ".join(missing))
         if self.kind in ("ratio", "gauge_ratio") and self.denominator is None:
             raise _FieldProblem("a denominator for a ratio input", None, at=("denominator",))
         if self.kind == "quantile" and (self.quantile is None or not self.buckets):
@@ -686,7 +773,7 @@ class AlertThreshold(_Section):
     comparator: Literal[">", ">=", "<", "<="] = ">"
     for_: Annotated[Duration, Field(alias="for")] = 0.0
     window: Duration | None = None
-    """For an ``events`` input: the counting window ("> 5 in 15m")."""
+    """For an ``events`` input: the counting window ("> 5 in 15m"); for a ``rate`` input: the rate's range."""
     severity: _Name
     input: AlertInput
     claim: _ClaimId | None = None
@@ -702,12 +789,54 @@ class AlertLive(_Section):
     """Requests that undo ``trip``; always run, also when the check fails."""
     traffic: Traffic | None = None
     """Requests sent while waiting for the alert (e.g. sends that now fail)."""
+    traffic_through_restore: bool = False
+    """Keep ``traffic`` going after ``restore`` until resolved: a window of events, not of time ("rolling 100
+    messages"), only moves on with new events."""
     fire_within: _PositiveDuration
     """Deadline from trip to the firing notification (scaled)."""
     resolve_within: _PositiveDuration
     """Deadline from restore to the resolved notification (scaled)."""
     receiver: _Name | None = None
     """The receiver that must get it (e.g. ``chat`` for warnings, ``paging`` for critical)."""
+    diagnostics: list[_Name] = []
+    """Annotations or labels the firing notification must carry, non-empty (``summary``, ``runbook_url``)."""
+    name: _Name | None = None
+    """The check's id when one alert has several live checks (default: the alert's name)."""
+    job: Literal["gate", "drill"] = "gate"
+    """Which job runs it: ``opsgate gate`` (keep it short: the gate has a time budget) or ``opsgate drill``."""
+    claim: _ClaimId | None = None
+
+    @property
+    def id(self) -> str:
+        """The check's id: ``name``, else the alert."""
+        return self.name or self.alert
+
+
+class AlertRoute(_Section):
+    """Named alerts must carry ``severity`` and reach ``receiver`` ("Critical (Page On-Call): ...")."""
+
+    name: _Name
+    alerts: Annotated[list[_Name], Field(min_length=1)]
+    """Alert rules (by name) the runbook lists under this heading."""
+    severity: _Name | None = None
+    """The severity label each of them must carry."""
+    receiver: _Name
+    """The Alertmanager receiver their labels must route to (checked with ``amtool config routes test``)."""
+    claim: _ClaimId | None = None
+
+
+class AlertSeverities(_Section):
+    """The documented severity levels: each routed by Alertmanager, and no rule using another."""
+
+    levels: Annotated[list[_Name], Field(min_length=1)]
+    """Levels the runbook documents (``info``, ``warning``, ``critical``); each needs an ``alerts.routing`` entry."""
+    claim: _ClaimId | None = None
+
+
+class RulesApplied(_Section):
+    """Every alerting rule of a group of the rule files is loaded in ``metrics.prometheus`` as written."""
+
+    group: _Name
     claim: _ClaimId | None = None
 
 
@@ -727,6 +856,11 @@ class Alerts(_Section):
     """Receiver each severity must route to on ``alertmanager`` (checked with ``amtool config routes test``)."""
     routing_claims: dict[str, _ClaimId] = {}
     """The runbook claim each severity's routing check proves (``{critical: seed-004.alerts.critical-pages}``)."""
+    routes: list[AlertRoute] = []
+    """Lists of alerts that must route to one receiver with one severity."""
+    severities: AlertSeverities | None = None
+    applied: list[RulesApplied] = []
+    """Rule groups that must be loaded in the running Prometheus ("ensure the PrometheusRule is applied")."""
 
     @model_validator(mode="after")
     def _claims_route(self) -> Alerts:
@@ -734,6 +868,14 @@ class Alerts(_Section):
             if severity not in self.routing:
                 raise _FieldProblem(f"a severity of alerts.routing ({', '.join(self.routing) or 'none'})", severity,
                                     at=("routing_claims", severity))  # fmt: skip
+        for i, level in enumerate(self.severities.levels if self.severities else []):
+            if level not in self.routing:
+                raise _FieldProblem(f"a severity of alerts.routing ({', '.join(self.routing) or 'none'})", level,
+                                    at=("severities", "levels", i))  # fmt: skip
+        ids = [live.id for live in self.live]
+        duplicate = next((i for i in ids if ids.count(i) > 1), None)
+        if duplicate is not None:
+            raise _FieldProblem("one live check per id (give the others a name)", duplicate, at=("live",))
         return self
 
 
@@ -875,6 +1017,42 @@ class HealthProbe(_Section):
     expect: Expect = Expect()
 
 
+class DiagnosisStep(_Section):
+    """One diagnosis step of a runbook ("Check worker is running"): exactly one of an HTTP request, a datastore
+    ping or a queue's depth, bounded by ``timeout`` (seconds, not scaled: a request's limit, not a window)."""
+
+    id: _Name
+    claim: _ClaimId | None = None
+    http: HealthProbe | None = None
+    """A request to a service and the response it must get (``curl http://worker/health``)."""
+    ping: Literal["postgres", "redis"] | None = None
+    """A datastore of ``datastores:`` that must answer (Redis ``PING`` → ``PONG``, PostgreSQL ``SELECT 1``)."""
+    queue: _Name | None = None
+    """A queue of ``queues:`` whose waiting jobs are counted (``redis-cli LLEN bull:send-messages:wait``)."""
+    max_depth: Annotated[int, _number(int, ge=0)] | None = None
+    """Healthy while at most this many jobs wait; default: fewer than the queue's own ``max_waiting``."""
+    timeout: _PositiveDuration = 6.0
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> DiagnosisStep:
+        given = [name for name in ("http", "ping", "queue") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise _FieldProblem("exactly one of http, ping, queue", " and ".join(given) or "none")
+        if self.max_depth is not None and self.queue is None:
+            raise _FieldProblem("max_depth only on a queue step", self.max_depth, at=("max_depth",))
+        return self
+
+
+def _some_steps(steps: list[DiagnosisStep]) -> list[DiagnosisStep]:
+    if not steps:
+        raise _FieldProblem("at least one step", steps)
+    return steps
+
+
+Diagnosis = Annotated[list[DiagnosisStep], AfterValidator(_some_steps)]
+"""A runbook's diagnosis ("Issue: Messages Not Sending" → Diagnosis): steps run together, each a finding."""
+
+
 class DrillSpec(_Section):
     """A failure drill declared in the target file: steady state → fault → expectations → rollback → after."""
 
@@ -1008,6 +1186,8 @@ class Target(_Section):
     auth: Auth | None = None
     gates: list[GateSpec] = []
     flows: list[Flow] = []
+    diagnoses: dict[_Name, Diagnosis] = {}
+    """Runbook diagnoses by name: each step is a check of its own, and a failing flow with ``diagnose:`` runs them."""
     freshness: list[FreshnessSpec] = []
     browser: list[BrowserCheck] = []
     alerts: Alerts = Alerts()
@@ -1041,6 +1221,7 @@ class Target(_Section):
                 raise _FieldProblem(
                     "a configured datastore (datastores.redis is not set)", queue.redis, at=("queues", index, "redis")
                 )
+        self._diagnosis_references()
         if self.provider == "external":
             for name, service in self.services.items():
                 if isinstance(service.control, ProcessControl):
@@ -1050,6 +1231,33 @@ class Target(_Section):
                         at=("services", name, "control", "process", "kind"),
                     )
         return self
+
+    def _diagnosis_references(self) -> None:
+        """Every diagnosis step names a configured service, datastore or queue; every ``diagnose:`` a diagnosis."""
+        queues = [q.name for q in self.queues]
+        for name, steps in self.diagnoses.items():
+            seen: dict[str, int] = {}
+            for index, step in enumerate(steps):
+                at: tuple[str | int, ...] = ("diagnoses", name, index)
+                if step.id in seen:
+                    first = f"diagnoses.{name}[{seen[step.id]}]"
+                    raise _FieldProblem(f"a step id not used before ({first} has it)", step.id, at=(*at, "id"))
+                seen[step.id] = index
+                if step.http is not None and step.http.service not in self.services:
+                    known = ", ".join(self.services) or "none"
+                    raise _FieldProblem(f"a service of services ({known})", step.http.service,
+                                        at=(*at, "http", "service"))  # fmt: skip
+                if step.ping is not None and getattr(self.datastores, step.ping) is None:
+                    raise _FieldProblem(f"a configured datastore (datastores.{step.ping} is not set)", step.ping,
+                                        at=(*at, "ping"))  # fmt: skip
+                if step.queue is not None and step.queue not in queues:
+                    raise _FieldProblem(f"a queue of queues ({', '.join(queues) or 'none'})", step.queue,
+                                        at=(*at, "queue"))  # fmt: skip
+        for index, flow in enumerate(self.flows):
+            if flow.diagnose is not None and flow.diagnose not in self.diagnoses:
+                known = ", ".join(self.diagnoses) or "none"
+                raise _FieldProblem(f"a diagnosis of diagnoses ({known})", flow.diagnose,
+                                    at=("flows", index, "diagnose"))  # fmt: skip
 
     @property
     def source(self) -> Path | None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import re
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ from typing import Any
 import httpx
 
 from opsgate.config import Flow, FlowStep, Target
-from opsgate.probes.http import HttpObservation, json_field, request, subset_mismatch
+from opsgate.probes.http import HttpObservation, contains_mismatch, json_field, request, subset_mismatch
 from opsgate.probes.sources import service_url
 from opsgate.reference.signing import sign
 
@@ -52,19 +54,40 @@ def fill(template: Any, variables: dict[str, str]) -> Any:
     return template
 
 
-def problem_of(step: FlowStep, observed: HttpObservation) -> str | None:
+def problem_of(step: FlowStep, observed: HttpObservation, variables: dict[str, str] | None = None) -> str | None:
+    """What differs from the step's expectation, or None; with ``variables``, ``{name}`` in expected JSON values
+    is filled in (a value saved by an earlier step)."""
     if observed.status != step.expect.status:
         return f"expected status {step.expect.status}, got {observed.status}: {observed.text[:200]}"
     if step.expect.json is not None:
-        return subset_mismatch(step.expect.json, observed.json)
-    return None
+        expected = fill(step.expect.json, variables) if variables is not None else step.expect.json
+        if mismatch := subset_mismatch(expected, observed.json):
+            return mismatch
+    return contains_mismatch(step.expect.contains, observed)
+
+
+def zone_at_hour(local_hour: int, now: datetime.datetime | None = None) -> str:
+    """An ``Etc/GMT`` zone in which it is now ``local_hour`` o'clock (UTC-12 .. UTC+14; Etc/GMT signs are inverted)."""
+    utc_hour = (now or datetime.datetime.now(datetime.UTC)).astimezone(datetime.UTC).hour
+    offset = (local_hour - utc_hour) % 24
+    if offset > 14:
+        offset -= 24
+    return "Etc/GMT" + (f"{-offset:+d}" if offset else "")
+
+
+def fresh_variables() -> dict[str, str]:
+    """``{uuid}`` (32 hex digits), ``{digits}`` (6 decimal digits, e.g. a unique phone number's tail) and
+    ``{zone_at_HH}`` for HH 00..23 (a time zone where it is now HH o'clock: time-of-day rules, e.g. quiet hours)."""
+    now = datetime.datetime.now(datetime.UTC)
+    zones = {f"zone_at_{hour:02d}": zone_at_hour(hour, now) for hour in range(24)}
+    return {"uuid": uuid.uuid4().hex, "digits": f"{secrets.randbelow(10**6):06d}", **zones}
 
 
 async def send_step(
     client: httpx.AsyncClient, target: Target, step: FlowStep, variables: dict[str, str]
 ) -> HttpObservation:
-    """Send one step's request with ``variables`` filled in (and ``{uuid}`` fresh for this request)."""
-    variables = {"uuid": uuid.uuid4().hex, **variables}
+    """Send one step's request with ``variables`` filled in (``{uuid}`` and ``{digits}`` fresh for this request)."""
+    variables = {**fresh_variables(), **variables}
     url = service_url(target, step.service) + fill(step.path, variables)
     headers = {k: fill(v, variables) for k, v in step.headers.items()}
     content: bytes | None = None
@@ -85,14 +108,14 @@ async def run_steps(
     client: httpx.AsyncClient, target: Target, steps: list[FlowStep], run: FlowRun | None = None
 ) -> FlowRun:
     """Run ``steps`` in order, sharing saved variables (with ``run``'s, when continuing a run)."""
-    run = run or FlowRun(variables={"uuid": uuid.uuid4().hex})
+    run = run or FlowRun(variables=fresh_variables())
     started = time.monotonic()
     for index, step in enumerate(steps):
         label = f"step {index + 1} ({step.method} {fill(step.path, run.variables)})"
         problem: str | None = None
         if step.poll is None:
             observed = await send_step(client, target, step, run.variables)
-            problem = problem_of(step, observed)
+            problem = problem_of(step, observed, run.variables)
         else:
             within = target.scaled(step.poll.within, floor_s=1.0)
             every = target.scaled(step.poll.every, floor_s=0.05)
@@ -101,7 +124,7 @@ async def run_steps(
             for _ in range(int(within / every) + 2):
                 polls += 1
                 observed = await send_step(client, target, step, run.variables)
-                problem = problem_of(step, observed)
+                problem = problem_of(step, observed, run.variables)
                 if problem is None or time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(every)

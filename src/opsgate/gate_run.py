@@ -6,12 +6,14 @@ Used by the gate suite (one check per gate) and by drills (a gate whose verdict 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import httpx
 
 from opsgate.config import GateSpec, Target
 from opsgate.evidence.records import CheckRecord
-from opsgate.gates import Rule, judge, judge_delta
+from opsgate.gates import Measure, Rule, judge, judge_delta
+from opsgate.probes.delivery import delivered_share
 from opsgate.probes.sources import instant_measure, metric_delta, metric_snapshot
 from opsgate.traffic import drive
 
@@ -22,6 +24,18 @@ def gate_rule(target: Target, spec: GateSpec) -> Rule:
     """The gate's rule; a duration threshold (``scale_threshold``) is compressed like every other duration."""
     threshold = target.scaled(spec.threshold, floor_s=HEARTBEAT_FLOOR_S) if spec.scale_threshold else spec.threshold
     return Rule(spec.op, threshold, spec.unit)
+
+
+def _measure(client: httpx.AsyncClient, target: Target, spec: GateSpec) -> Callable[[], Awaitable[Measure]]:
+    """The gate's instant measure; a delivery gate sends its own messages (so it is judged once)."""
+    delivery = spec.delivery
+    if delivery is None:
+        return instant_measure(client, target, spec)
+
+    async def measure() -> Measure:
+        return await delivered_share(client, target, delivery)
+
+    return measure
 
 
 async def run_gate(client: httpx.AsyncClient, target: Target, spec: GateSpec) -> CheckRecord:
@@ -42,7 +56,7 @@ async def run_gate(client: httpx.AsyncClient, target: Target, spec: GateSpec) ->
             )  # fmt: skip
         else:
             record = await judge(
-                instant_measure(client, target, spec), rule,
+                _measure(client, target, spec), rule,
                 record_id=spec.name, kind="metric", claim=spec.claim,
                 window_s=window, every_s=every, max_failures=spec.max_failures,
             )  # fmt: skip

@@ -35,6 +35,7 @@ from opsgate.evidence.redact import Redactor
 from opsgate.evidence.rundir import Run, new_run_dir
 from opsgate.evidence.summary import RunSummary
 from opsgate.evidence.versions import tool_versions
+from opsgate.gate_batch import GateBatch
 
 MARKERS = {
     "smoke": "fast read-only checks that the target is up and answering",
@@ -62,6 +63,10 @@ class OpsgateSession:
         """Every finished drill's record, also those of a test interrupted before pytest reported it."""
         self.records: list[CheckRecord] = []
         self.started_at = time.time()
+        self.gate_names: list[str] = []
+        """The windowed gates this run judges (of its selected ``test_gate`` checks), judged together by
+        ``gate_batch``; an instant gate is judged in its own turn, after the read-only checks."""
+        self.gate_batch: GateBatch | None = None
 
     @property
     def target_path(self) -> Path:
@@ -180,6 +185,8 @@ class OpsgateSession:
 
     def close(self) -> None:
         """Stop what this session started, then redact the run's artifacts."""
+        if self.gate_batch is not None:
+            self.gate_batch.close()
         if self._launcher is not None:
             self._launcher.stop()
             if self._provisioned is not None or self.records:
@@ -328,6 +335,37 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(reason)
 
 
+GATES_MODULE = "opsgate.suite.test_gates"
+STATE_CHANGING = ("destructive", "drill", "slo")
+"""Markers of checks that change the target's state or load it: they run after every gate's window closed."""
+
+
+def _module_of(item: pytest.Item) -> str:
+    return getattr(getattr(item, "function", None), "__module__", "")
+
+
+def changes_state(item: pytest.Item) -> bool:
+    """Whether ``item`` changes or loads the target (a fault, a writing flow, a drill, load)."""
+    return any(item.get_closest_marker(name) is not None for name in STATE_CHANGING)
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the gates that run
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With gates to judge: the read-only checks first (while the gates' windows run), then the gates, then what
+    changes the target's state."""
+    gates = [item for item in items if _module_of(item) == GATES_MODULE and hasattr(item, "callspec")]
+    if not gates:
+        return
+    target = config.stash[SESSION_KEY].launcher.target
+    windowed = {gate.name for gate in target.gates if gate.window is not None}
+    names = [str(item.callspec.params["gate_name"]) for item in gates]
+    config.stash[SESSION_KEY].gate_names = [name for name in names if name in windowed]
+    gate_ids = {id(item) for item in gates}
+    read_only = [item for item in items if id(item) not in gate_ids and not changes_state(item)]
+    writing = [item for item in items if id(item) not in gate_ids and changes_state(item)]
+    items[:] = read_only + gates + writing
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     opsgate_session = session.config.stash.get(SESSION_KEY, None)
     if opsgate_session is not None:
@@ -361,6 +399,11 @@ def writing_slos(target: Target) -> set[str]:
     return {s.name for s in target.slos if s.request is None or s.request.method != "GET"}
 
 
+def live_alerts_of(target: Target, run_kind: str) -> list[str]:
+    """The live alert checks a run of ``run_kind`` runs: its job's (a gate or drill run), or all (plain pytest)."""
+    return [live.id for live in target.alerts.live if run_kind not in ("gate", "drill") or live.job == run_kind]
+
+
 def datastore_names(target: Target) -> list[str]:
     """The datastores the target declares."""
     return [name for name in ("postgres", "redis") if getattr(target.datastores, name) is not None]
@@ -375,10 +418,15 @@ PARAMETRISED: dict[str, Callable[[Target], list[str]]] = {
     "datastore_name": datastore_names,
     "alert_name": lambda t: [row.alert for row in t.alerts.thresholds],
     "rule_name": alert_rule_names,
-    "live_alert_name": lambda t: [live.alert for live in t.alerts.live],
+    "live_alert_name": lambda t: [live.id for live in t.alerts.live],  # of this run's job: see live_alerts_of
+    "alert_route_name": lambda t: [r.name for r in t.alerts.routes],
+    "severity_levels": lambda t: ["levels"] if t.alerts.severities is not None else [],
+    "applied_group": lambda t: [a.group for a in t.alerts.applied],
+    "required_metric": lambda t: [m.name for m in t.metrics.required],
     "drill_name": lambda t: [d.name for d in t.drills],
     "slo_name": lambda t: [s.name for s in t.slos],
     "severity": lambda t: list(t.alerts.routing),
+    "diagnosis_step": lambda t: [f"{name}/{step.id}" for name, steps in t.diagnoses.items() for step in steps],
 }
 
 
@@ -393,6 +441,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if fixture in metafunc.fixturenames:
             target = target or metafunc.config.stash[SESSION_KEY].launcher.target
             names = section(target)
+            if fixture == "live_alert_name":
+                names = live_alerts_of(target, metafunc.config.getoption("opsgate_run_kind"))
             writing = set(writing_flows(target)) if fixture == "flow_name" else set()
             if fixture == "drill_name":
                 writing = {d.name for d in target.drills if d.destructive}
@@ -425,6 +475,28 @@ def target(opsgate_session: OpsgateSession, record_testsuite_property: Callable[
     for key in ("git sha", "opsgate version", "time scale"):
         record_testsuite_property(key.replace(" ", "_"), opsgate_session.run_info()[key])
     return provisioned
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _opsgate_gates(request: pytest.FixtureRequest, opsgate_session: OpsgateSession) -> Generator[None, None, None]:
+    """Start the run's gates together at the run's start (nothing when the run judges no gate)."""
+    if opsgate_session.gate_names:
+        target = request.getfixturevalue("target")
+        specs = [next(g for g in target.gates if g.name == name) for name in opsgate_session.gate_names]
+        opsgate_session.gate_batch = GateBatch(target, specs)
+        opsgate_session.gate_batch.start()
+    yield
+    if opsgate_session.gate_batch is not None:
+        opsgate_session.gate_batch.close()
+
+
+@pytest.fixture(autouse=True)
+def _opsgate_quiet_windows(
+    request: pytest.FixtureRequest, opsgate_session: OpsgateSession, _opsgate_gates: None
+) -> None:
+    """A check that changes or loads the target waits until no gate's window observes it."""
+    if opsgate_session.gate_batch is not None and changes_state(request.node):
+        opsgate_session.gate_batch.wait()
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def test_coverage_of_a_smoke_gate(platform: LocalEnvironment, standin: Path, tmp
     assert "health[api:/healthz]" in rows["seed-004.health.api-liveness"][1]
     state, detail = rows["seed-003.health-gates.p95"]  # cited by a gate that is not smoke: it did not run
     assert state == "UNTESTED" and "cited by gates[0].claim" in detail
-    assert rows["seed-000.tenants.suspend"][0] == "UNTESTED"
+    assert rows["seed-002.drills.worker-to-zero"][0] == "UNTESTED"  # a drill: the gate does not run it
     assert rows["seed-004.health.web-lighthouse"][0] == "OUT-OF-SCOPE"
     assert f"{tmp_path}" in result.stdout  # names the run it read
 

@@ -16,7 +16,8 @@ import pytest
 
 from helpers import alive
 from opsgate.environments.local import LocalEnvironment
-from opsgate.faults.journal import CommandUndo, HttpUndo, Journal, owner_alive, recover
+from opsgate.faults.actions import Migration
+from opsgate.faults.journal import CommandUndo, HttpUndo, Journal, SqlUndo, owner_alive, recover, replay, run_undo
 
 
 def faults_active(platform: LocalEnvironment) -> bool:
@@ -152,3 +153,24 @@ def test_recover_stops_every_process_of_a_sigkilled_gate(tmp_path: Path) -> None
     finally:
         if gate.poll() is None:
             gate.kill()
+
+
+def test_replay_runs_a_migrations_down_steps_once_and_again_harmlessly(platform: LocalEnvironment,
+                                                                       tmp_path: Path) -> None:  # fmt: skip
+    table = f"opsgate_recover_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    applied = f"SELECT to_regclass('{table}') IS NOT NULL"
+    migration = Migration(platform.database_url, f"create {table}", up=[f"CREATE TABLE {table} (id int)"],
+                          down=[f"DROP TABLE IF EXISTS {table}"], applied=applied)  # fmt: skip
+    journal = Journal.create(tmp_path)
+    journal.record_undo(migration.describe(), migration.undo())  # as a run that then dies leaves it
+    migration.apply()
+    assert migration.is_applied()
+    results = replay(journal.path, stop_processes=False)
+    assert [(r.what, r.ok, r.detail) for r in results] == [(f"migration create {table}: CREATE TABLE {table} (id int)",
+                                                            True, "1 SQL statement(s) committed")]  # fmt: skip
+    assert not migration.is_applied() and not journal.path.exists()
+    assert run_undo(migration.undo()) == "1 SQL statement(s) committed"  # replayed twice: idempotent
+    broken = SqlUndo(dsn=platform.database_url, statements=["DROP TABLE no_such_table"])
+    with pytest.raises(RuntimeError, match="no_such_table") as caught:
+        run_undo(broken)
+    assert platform.database_url not in str(caught.value)

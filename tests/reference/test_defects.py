@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+import yaml
 
 from helpers import (
     NewTenant,
@@ -21,12 +24,14 @@ from helpers import (
     message_status,
     poll,
 )
+from opsgate.config import LOCAL_TARGET
 from opsgate.environments.local import LocalEnvironment
-from opsgate.reference.defects import CATALOGUE
+from opsgate.reference.defects import CATALOGUE, RULE_DRIFTS, drift_rules
 from opsgate.reference.settings import SettingsError, from_environ
 from opsgate.reference.signing import sign
 
 pytestmark = pytest.mark.platform
+RULES = Path(__file__).resolve().parents[2] / "src" / "opsgate" / "reference" / "rules" / "platform.yml"
 
 
 def redis_outage_readiness(platform: LocalEnvironment) -> tuple[httpx.Response, httpx.Response]:
@@ -90,6 +95,52 @@ def test_unknown_defect_is_refused_with_the_known_names() -> None:
 def test_every_defect_names_what_must_catch_it() -> None:
     assert len(CATALOGUE) >= 15
     assert all(d.breaks and d.caught_by for d in CATALOGUE.values())
+
+
+def declared_check_ids() -> set[str]:
+    """Every check id a run of targets/local.yaml and chaos/ can report in summary.json, as the matrix reads them."""
+    document = yaml.safe_load(LOCAL_TARGET.read_text())
+    ids = {f"{kind}[{row['name']}]" for kind, section in (("flow", "flows"), ("gate", "gates"), ("slo", "slos"),
+           ("drill", "drills")) for row in document[section]}  # fmt: skip
+    ids |= {f"health[{service}:{check['path']}]" for service, body in document["services"].items()
+            for check in body.get("health", [])}  # fmt: skip
+    ids |= {f"diagnosis[{name}/{step['id']}]" for name, steps in document["diagnoses"].items() for step in steps}
+    alerts = document["alerts"]["thresholds"]
+    ids |= {f"{kind}[{row['alert']}]" for kind in ("alert_rule", "alert_lint") for row in alerts}
+    ids |= {f"alert_live[{row.get('name') or row['alert']}]" for row in document["alerts"]["live"]}
+    ids |= {f"rules_applied[{row['group']}]" for row in document["alerts"]["applied"]}
+    ids |= {f"alert_route[{row['name']}]" for row in document["alerts"]["routes"]}
+    ids |= {"alert_severities[levels]"} if document["alerts"].get("severities") else set()
+    ids |= {f"metric_labels[{row['name']}]" for row in document["metrics"]["required"]}
+    ids |= {f"browser[{row['name']}]" for row in document["browser"]}
+    chaos = Path(__file__).resolve().parents[2] / "chaos"
+    drills = r"^async def test_(\w+)\("
+    ids |= {name for path in chaos.glob("test_*.py") for name in re.findall(drills, path.read_text(), re.M)}
+    return ids
+
+
+def test_every_defect_pre_declares_the_check_that_must_catch_it() -> None:
+    """``Defect.check`` is the id of a check that exists (the detection matrix counts only that check's failure)."""
+    known = declared_check_ids()
+    undeclared = sorted(name for name, d in CATALOGUE.items() if not d.check)
+    assert not undeclared, f"defects without a pre-declared check: {undeclared}"
+    unknown = {name: d.check for name, d in CATALOGUE.items() if d.check not in known}
+    assert not unknown, f"pre-declared checks that no run reports: {unknown}"
+
+
+def test_alert_rule_defects_drift_only_their_rule() -> None:
+    """Each alert-rule defect changes one field of one rule of the deployed copy; the healthy copy is the file."""
+    document = yaml.safe_load(RULES.read_text())
+    rules = {r["alert"]: r for g in document["groups"] for r in g["rules"] if "alert" in r}
+    assert drift_rules(document, frozenset()) == document
+    for name, (alert, key, value) in RULE_DRIFTS.items():
+        assert name in CATALOGUE
+        drifted = {r["alert"]: r for g in drift_rules(document, frozenset({name}))["groups"] for r in g["rules"]
+                   if "alert" in r}  # fmt: skip
+        changed = {a for a in rules if drifted[a] != rules[a]}
+        assert changed == {alert}, (name, changed)
+        assert [k for k in rules[alert] if drifted[alert][k] != rules[alert][k]] == [key]
+        assert str(drifted[alert][key]).endswith(value)
 
 
 API_DEFECTS = (

@@ -133,6 +133,29 @@ async def test_kill_switch_blocks_sends_and_holds_queued_jobs(
     assert await deliveries(sandbox, message_id) == 1
 
 
+async def test_global_kill_switch_stops_every_tenant_and_is_audited(
+    api: httpx.AsyncClient, platform: LocalEnvironment, new_tenant: NewTenant, admin_headers: dict[str, str]
+) -> None:
+    tenants = [await new_tenant(), await new_tenant()]
+    assert (await api.get("/admin/kill-switch", headers=admin_headers)).json() == {"enabled": False}
+    assert (await api.put("/admin/kill-switch", json={"enabled": True}, headers=admin_headers)).status_code == 200
+    try:
+        assert (await api.get("/admin/kill-switch", headers=admin_headers)).json() == {"enabled": True}
+        for tenant in tenants:
+            refused = await send(api, tenant, sms())
+            assert refused.status_code == 409 and refused.json()["error"] == "SENDING_PAUSED"
+    finally:
+        await api.put("/admin/kill-switch", json={"enabled": False}, headers=admin_headers)
+    assert all([(await send(api, tenant, sms())).status_code == 202 for tenant in tenants])
+    async with await psycopg.AsyncConnection.connect(platform.database_url) as conn:
+        cur = await conn.execute(
+            "SELECT action FROM audit_events WHERE module = 'security' AND action LIKE 'kill_switch.%'"
+            " ORDER BY id DESC LIMIT 2"
+        )
+        assert [r[0] for r in await cur.fetchall()] == ["kill_switch.disabled", "kill_switch.enabled"]
+    assert (await api.put("/admin/kill-switch", json={"enabled": True})).status_code == 401
+
+
 @pytest.mark.parametrize("formatted", ["0412 345 678", "+61 412 345 678", "0011 61 412 345 678", "(04) 1234-5678"])
 async def test_do_not_contact_matches_any_format(api: httpx.AsyncClient, new_tenant: NewTenant, formatted: str) -> None:
     tenant = await new_tenant(region="AU")

@@ -435,6 +435,30 @@ def test_inbound_reply_reaches_the_platform_signed(client: httpx.Client, receive
     assert isinstance(payload["received_at"], float)
 
 
+def test_recipients_reply_stop_to_the_configured_share_of_sms(client: httpx.Client, receiver: Receiver) -> None:
+    """/control/replies: a seeded share of delivered SMS gets a STOP back, relayed signed to the tenant's number."""
+    receiver.received.clear()
+    assert client.put("/control/replies", json={"stop_rate": 0.5}).status_code == 422  # no `to`: no tenant
+    put = client.put("/control/replies", json={"stop_rate": 0.5, "to": "+61400000999", "seed": 11})
+    assert put.status_code == 200 and put.json()["seed"] == 11
+    for n in range(40):
+        assert _send(client, {**_message(f"m{n}"), "to": f"+614123450{n:02d}"}).status_code == 200
+    email = {**_message("e1"), "channel": "email", "to": "a@example.test"}
+    assert _send(client, email).status_code == 200
+    wait_until(lambda: True if len(receiver.received) >= 12 else None, timeout_s=10, what="STOP replies relayed")
+    time.sleep(0.3)  # any late relay
+    replies = [json.loads(raw) for _, raw in receiver.received]
+    assert 12 <= len(replies) <= 28  # about half of 40, never the email
+    assert {(r["body"], r["to"]) for r in replies} == {("STOP", "+61400000999")}
+    assert all(r["from"].startswith("+614123450") for r in replies)
+    assert all(verify(WEBHOOK_SECRET, raw, headers.get("x-provider-signature")) for headers, raw in receiver.received)
+    assert client.delete("/control/replies").json()["stop_rate"] == 0.0
+    receiver.received.clear()
+    assert _send(client, _message("after")).status_code == 200
+    time.sleep(0.3)
+    assert receiver.received == []
+
+
 def test_inbound_without_a_url_is_a_conflict(short_hang_sandbox: Sandbox) -> None:
     """With no INBOUND_WEBHOOK_URL configured, /control/inbound answers 409."""
     answer = httpx.post(

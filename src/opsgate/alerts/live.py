@@ -53,12 +53,14 @@ class LiveAlerts:
         raise AlertTimeout(f"{alert} not {wanted} within {within_s:.1f}s at {self.prometheus_url}; last state: {last}")
 
     async def notifications(self, alert: str) -> list[dict[str, Any]]:
-        """What the receiver got for ``alert``: ``{receiver, received_at, status}`` per notification."""
+        """What the receiver got for ``alert``: ``{receiver, received_at, status, alerts}`` per notification;
+        ``alerts`` are the notified alerts of that name, each with its ``labels`` and ``annotations``."""
         if self.receiver_url is None:
             raise ProbeError("no alerts.receiver in the target: notifications cannot be read")
         response = await self.client.get(f"{self.receiver_url}/notifications", params={"alert": alert}, timeout=5)
         rows = response.json()["notifications"]
-        return [{"receiver": r["receiver"], "received_at": r["received_at"], "status": r["payload"]["status"]}
+        return [{"receiver": r["receiver"], "received_at": r["received_at"], "status": r["payload"]["status"],
+                 "alerts": [a for a in r["payload"].get("alerts", []) if a.get("labels", {}).get("alertname") == alert]}
                 for r in rows]  # fmt: skip
 
     async def wait_notified(self, alert: str, status: str, *, since: float, within_s: float) -> dict[str, Any]:
@@ -95,3 +97,13 @@ class LiveAlerts:
                 break
             await asyncio.sleep(POLL_S)
         raise AlertTimeout(f"still active {within_s:.1f}s after the restore: {', '.join(sorted(extra))}")
+
+
+def missing_diagnostics(notification: dict[str, Any], wanted: list[str]) -> list[str]:
+    """Which of ``wanted`` (annotation or label names) a notified alert lacks or leaves empty."""
+    alerts = notification.get("alerts") or [{}]
+    missing = []
+    for name in wanted:
+        if not all(a.get("annotations", {}).get(name) or a.get("labels", {}).get(name) for a in alerts):
+            missing.append(name)
+    return missing

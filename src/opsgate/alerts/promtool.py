@@ -18,6 +18,7 @@ import math
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def _labels(metric: str, labels: dict[str, str], extra: dict[str, str] | None = 
     return f"{metric}{{{inner}}}"
 
 
-def _values(levels: list[float]) -> str:
+def _values(levels: Sequence[float]) -> str:
     return " ".join(f"{v:.6g}" for v in levels)
 
 
@@ -105,6 +106,9 @@ def _series(spec: AlertInput, levels: list[float]) -> list[dict[str, str]]:
         ]
     if spec.kind == "events":
         return [{"series": _labels(spec.metric, spec.labels), "values": _values(_cumulative(levels))}]
+    if spec.kind == "rate":
+        counts = [r * SCRAPE_S for r in levels]
+        return [{"series": _labels(spec.metric, spec.labels), "values": _values(_cumulative(counts))}]
     assert spec.quantile is not None and spec.buckets is not None
     bounds = [*sorted(spec.buckets), math.inf]
     per_minute = [quantile_fractions(spec.quantile, v, spec.buckets) for v in levels]
@@ -131,14 +135,70 @@ def _at(minute: float) -> str:
     return f"{whole}m" + ("30s" if minute != whole else "")
 
 
+def _window_series(spec: AlertInput, hits: Sequence[float], held: Sequence[float]) -> list[dict[str, str]]:
+    assert spec.denominator is not None
+    return [
+        {"series": _labels(spec.metric, spec.labels), "values": _values(hits)},
+        {"series": _labels(spec.denominator.name, spec.denominator.labels), "values": _values(held)},
+    ]
+
+
+def _count_window_groups(
+    row: AlertThreshold, threshold: float, for_min: int, fire_min: int, total: int
+) -> list[dict[str, Any]]:
+    """A window of the last ``size`` events: whole counts, so the boundary is exact ("3 of 100" vs "4 of 100").
+
+    under: the most hits that do not break the threshold in a full window, then one more hit in a window one
+    event short of full (not yet "100 messages"): never fires. over: one hit more in a full window.
+    """
+    spec = row.input
+    assert spec.size is not None
+    if row.comparator not in (">", ">="):
+        raise ValueError(f"{row.alert}: a count_window input needs a '>' or '>=' threshold, got {row.comparator!r}")
+    exact = threshold * spec.size
+    most = math.floor(exact + 1e-9) if row.comparator == ">" else math.ceil(exact - 1e-9) - 1
+    half = total // 2
+    switch = fire_min + 1
+    under = _window_series(
+        spec, [most] * half + [most + 1] * (total + 1 - half), [spec.size] * half + [spec.size - 1] * (total + 1 - half)
+    )
+    over = _window_series(spec, [most + 1] * switch + [most] * (total + 1 - switch), [spec.size] * (total + 1))
+    never = [{"expr": _count(row.alert, "firing"), "eval_time": _at(m / 2), "exp_samples": []}
+             for m in range(2, 2 * total)]  # fmt: skip
+    checks: list[dict[str, Any]] = []
+    if for_min >= 2:
+        pending_at = 1 + for_min / 2
+        checks += [
+            {"expr": _count(row.alert, "pending"), "eval_time": _at(pending_at),
+             "exp_samples": [{"labels": "{}", "value": 1}]},
+            {"expr": _count(row.alert, "firing"), "eval_time": _at(pending_at), "exp_samples": []},
+        ]  # fmt: skip
+    checks += [
+        {"expr": _count(row.alert, "firing", row.severity), "eval_time": _at(fire_min),
+         "exp_samples": [{"labels": "{}", "value": 1}]},
+        {"expr": _count(row.alert, "firing"), "eval_time": _at(switch + 2), "exp_samples": []},
+    ]  # fmt: skip
+    size = spec.size
+    return [
+        {"name": f"{row.alert}: {most} of {size} never fires, nor {most + 1} of {size - 1} (window not full)",
+         "interval": "1m", "input_series": under, "promql_expr_test": never},
+        {"name": f"{row.alert}: {most + 1} of {size} fires with its severity, back to {most} of {size} resolves",
+         "interval": "1m", "input_series": over, "promql_expr_test": checks},
+    ]  # fmt: skip
+
+
 def generate(row: AlertThreshold) -> list[dict[str, Any]]:
     """The two promtool test groups (under, over) for one documented threshold."""
     threshold = normalise(row.threshold)
     higher_is_worse = row.comparator in (">", ">=")
     spec = row.input
     for_min = minutes(row.for_)
-    fire_min = for_min + 2  # rate() needs two samples before pending starts, plus a margin
+    # A bare rate() of a series born at 0 climbs to its level across its window: pending starts a window late.
+    lead = minutes(row.window or 0) if spec.kind == "rate" else 0
+    fire_min = for_min + 2 + lead  # rate() needs two samples before pending starts, plus a margin
     total = fire_min + 1 + SETTLE_MIN + 2
+    if spec.kind == "count_window":
+        return _count_window_groups(row, threshold, for_min, fire_min, total)
     if spec.kind == "events":
         count = int(threshold)
         window_min = minutes(row.window or 60)
@@ -158,7 +218,7 @@ def generate(row: AlertThreshold) -> list[dict[str, Any]]:
         under_checks = [m / 2 for m in range(2, 2 * (fire_min + 4))]
         fire_at = fire_min
         resolve_at = switch + SETTLE_MIN
-        pending_at = 1 + for_min / 2 if for_min >= 2 else None
+        pending_at = 1 + lead + for_min / 2 if for_min >= 2 else None
     name = row.alert
     never = [{"expr": _count(name, "firing"), "eval_time": _at(t), "exp_samples": []} for t in under_checks]
     over_checks: list[dict[str, Any]] = []

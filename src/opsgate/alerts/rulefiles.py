@@ -59,6 +59,16 @@ def read_rules(paths: list[Path]) -> list[AlertRule]:
     return rules
 
 
+def recorded_names(paths: list[Path]) -> set[str]:
+    """Names of the series the recording rules of these files write (missing files are skipped)."""
+    names: set[str] = set()
+    for path in paths:
+        if path.is_file():
+            document: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+            names |= {str(r["record"]) for g in document.get("groups", []) for r in g.get("rules", []) if "record" in r}
+    return names
+
+
 def rule_paths(target: Target) -> list[Path]:
     """The target's rule files, resolved."""
     return [resolve(target, name) for name in target.alerts.rules]

@@ -21,7 +21,7 @@ from opsgate.gate_run import run_gate
 from opsgate.gates import OPS
 from opsgate.probes import metrics
 from opsgate.probes.base import ProbeError
-from opsgate.probes.http import request, subset_mismatch
+from opsgate.probes.http import contains_mismatch, request, subset_mismatch
 from opsgate.probes.queues import QueueDepth, queue_depth
 from opsgate.probes.sources import service_url
 
@@ -76,6 +76,8 @@ async def health_answers(client: httpx.AsyncClient, target: Target, probe: Healt
         mismatch = subset_mismatch(probe.expect.json, seen.json)
         if mismatch:
             return Observation(False, seen.latency_ms, f"{what}: {mismatch}")
+    if mismatch := contains_mismatch(probe.expect.contains, seen):
+        return Observation(False, seen.latency_ms, f"{what}: {mismatch}")
     if probe.expect.max_latency_ms is not None and seen.latency_ms > probe.expect.max_latency_ms:
         return Observation(False, seen.latency_ms, f"{what}, slower than {probe.expect.max_latency_ms:g} ms")
     return Observation(True, seen.latency_ms, what)

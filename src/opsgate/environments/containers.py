@@ -243,7 +243,7 @@ class ContainersEnvironment(LocalEnvironment):
                 "redis-server",
                 "--port", str(self.ports.redis),
                 "--bind", "127.0.0.1",
-                "--save", "",
+                "--save", self.redis_save,
                 "--appendonly", "yes",
                 "--appendfsync", "everysec",
                 "--dir", "/data",

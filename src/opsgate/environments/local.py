@@ -27,6 +27,7 @@ from typing import Self
 import httpx
 import psycopg
 import redis
+import yaml
 
 from opsgate.alerts import stack
 from opsgate.alerts.compress import Clamp
@@ -35,7 +36,15 @@ from opsgate.environments.ports import PortAllocator
 from opsgate.environments.process import ManagedProcess, ServiceProcess
 from opsgate.faults.journal import Journal
 from opsgate.reference.db import DEMO_TENANTS
+from opsgate.reference.defects import RULE_DRIFTS, drift_rules
 from opsgate.waits import wait_until
+
+ALERTING_DEFECTS = RULE_DRIFTS.keys() | {
+    "deployed-rules-missing-billing",
+    "alert-annotations-dropped",
+    "alertmanager-info-unrouted",
+}
+"""Defects planted in the deployed alerting config (Prometheus rules, Alertmanager routes), not in the platform."""
 
 DATABASE = "platform"
 DB_USER = "opsgate"
@@ -60,6 +69,8 @@ class Credentials:
     billing_webhook_secret: str
     provider_webhook_secret: str
     provider_api_key: str
+    billing_webhook_secret_next: str
+    """The secret a rotation drill switches the api to (``BILLING_WEBHOOK_SECRET_NEXT``)."""
 
     @classmethod
     def generate(cls) -> Credentials:
@@ -78,6 +89,7 @@ class Credentials:
             billing_webhook_secret=token("whsec_"),
             provider_webhook_secret=token("pwsec_"),
             provider_api_key=token("pk_"),
+            billing_webhook_secret_next=token("whsec_"),
         )
 
 
@@ -95,6 +107,10 @@ class Ports:
     receiver: int
     postgres_proxy: int
     postgres_proxy_control: int
+
+
+REDIS_SNAPSHOT_S = 30 * 60
+"""Seed 002: "Redis snapshot (RDB) every 30m" (scaled by the time scale)."""
 
 
 @dataclass
@@ -124,6 +140,7 @@ class LocalEnvironment:
         self.ports = Ports(pick(), pick(), pick(), pick(), workers, pick(), pick(), pick(), pick(), pick())
         self.root: Path | None = None
         self._recipes: dict[str, tuple[Callable[[], ServiceProcess], Callable[[], bool | None]]] = {}
+        self._deployed_drifts: frozenset[str] = frozenset()
 
     # --- addresses ------------------------------------------------------------------------
 
@@ -195,6 +212,7 @@ class LocalEnvironment:
             "SERVICE_USER": c.service_user,
             "SERVICE_PASSWORD": c.service_password,
             "BILLING_WEBHOOK_SECRET": c.billing_webhook_secret,
+            "BILLING_WEBHOOK_SECRET_NEXT": c.billing_webhook_secret_next,
             "PROVIDER_WEBHOOK_SECRET": c.provider_webhook_secret,
             "PROVIDER_API_KEY": c.provider_api_key,
             "PROMETHEUS_URL": self.prometheus_url if self.alert_rules else "",
@@ -342,6 +360,11 @@ class LocalEnvironment:
         if backup_interval_s is not None:
             self.backup_interval_s = backup_interval_s
         self.start_platform()
+        if "prometheus" in self.processes and self._rule_drifts() != self._deployed_drifts:
+            # an alert-rule defect is in the deployed rules: rewrite them and reload (answers once loaded)
+            self._write_rules()
+            httpx.post(f"{self.prometheus_url}/-/reload", timeout=30).raise_for_status()
+            httpx.post(f"{self.alertmanager_url}/-/reload", timeout=30).raise_for_status()
 
     def stop(self) -> None:
         """Stop every process this environment started, in reverse dependency order, and clean up."""
@@ -454,7 +477,7 @@ class LocalEnvironment:
             redis_bin,
             "--port", str(self.ports.redis),
             "--bind", "127.0.0.1",
-            "--save", "",
+            "--save", self.redis_save,
             "--appendonly", "yes",
             "--appendfsync", "everysec",
             "--dir", str(folder),
@@ -462,6 +485,15 @@ class LocalEnvironment:
             "--daemonize", "no",
         ]  # fmt: skip
         return ManagedProcess("redis", argv, _base_env(), self.log_dir / "redis.log")
+
+    @property
+    def redis_save(self) -> str:
+        """redis-server's ``save`` rule: an RDB snapshot every 30 min (seed 002), scaled, at least every 2 s, when
+        anything changed; ``""`` (snapshots off) with the ``redis-snapshots-off`` defect."""
+        defects = self.defects if self.defects is not None else os.environ.get("OPSGATE_DEFECTS", "")
+        if "redis-snapshots-off" in {d.strip() for d in defects.split(",")}:
+            return ""
+        return f"{max(2, round(REDIS_SNAPSHOT_S * self.time_scale))} 1"
 
     def _provider_process(self) -> ManagedProcess:
         c = self.credentials
@@ -494,6 +526,7 @@ class LocalEnvironment:
             "PROVIDER_URL": self.provider_url,
             "PROVIDER_API_KEY": c.provider_api_key,
             "BILLING_WEBHOOK_SECRET": c.billing_webhook_secret,
+            "BILLING_WEBHOOK_SECRET_NEXT": c.billing_webhook_secret_next,
             "PROVIDER_WEBHOOK_SECRET": c.provider_webhook_secret,
             "SERVICE_USER": c.service_user,
             "SERVICE_PASSWORD": c.service_password,
@@ -521,13 +554,34 @@ class LocalEnvironment:
         assert self.root is not None
         folder = self.root / "alerting"
         folder.mkdir(exist_ok=True)
-        self.clamps = stack.compressed_rules(self.alert_rules, self.time_scale, folder / "rules.yml")
-        (folder / "alertmanager.yml").write_text(stack.alertmanager_config(self.receiver_url))
+        self._write_rules()
         self._recipes |= {
             "receiver": (self._receiver_process, self._http_ready("receiver")),
             "alertmanager": (self._alertmanager_process, self._http_ready("alertmanager")),
             "prometheus": (self._prometheus_process, self._http_ready("prometheus")),
         }
+
+    def _rule_drifts(self) -> frozenset[str]:
+        """The defects of the current set that change the deployed alerting config (rules or routes)."""
+        raw = self.defects if self.defects is not None else os.environ.get("OPSGATE_DEFECTS", "")
+        return frozenset(n.strip() for n in raw.split(",")) & ALERTING_DEFECTS
+
+    def _write_rules(self) -> None:
+        """Write the time-compressed rules Prometheus loads; an alert-rule defect deploys a drifted copy."""
+        assert self.root is not None
+        folder = self.root / "alerting"
+        planted = self._rule_drifts()
+        drifts = planted & RULE_DRIFTS.keys()
+        sources = self.alert_rules
+        if drifts:
+            sources = []
+            for index, path in enumerate(self.alert_rules):
+                drifted = folder / f"drifted-{index}-{path.name}"
+                drifted.write_text(yaml.safe_dump(drift_rules(yaml.safe_load(path.read_text()) or {}, drifts)))
+                sources.append(drifted)
+        self.clamps = stack.compressed_rules(sources, self.time_scale, folder / "rules.yml", defects=planted)
+        (folder / "alertmanager.yml").write_text(stack.alertmanager_config(self.receiver_url, defects=planted))
+        self._deployed_drifts = planted
 
     def _receiver_process(self) -> ManagedProcess:
         argv = [sys.executable, "-m", "opsgate.alerts.receiver", "--port", str(self.ports.receiver)]

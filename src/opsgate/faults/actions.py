@@ -20,10 +20,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import httpx
+import psycopg
 
 from opsgate.config import CommandControl, FlowStep, Target
 from opsgate.environments.process import default_signal_mask
-from opsgate.faults.journal import CommandUndo, HttpUndo, Journal, LocalUndo, Undo, run_undo, signals_blocked
+from opsgate.faults.journal import (
+    CommandUndo,
+    HttpUndo,
+    Journal,
+    LocalUndo,
+    SqlUndo,
+    Undo,
+    run_sql,
+    run_undo,
+    signals_blocked,
+)
 from opsgate.flows import FlowFailed, FlowRun, run_steps
 from opsgate.probes.base import ProbeError
 
@@ -92,6 +103,42 @@ class ProxyFault(ControlFault):
     """Degrade the network to a dependency through opsgate's fault proxy (latency + jitter, reset, blackhole)."""
 
     what = "network fault"
+
+
+@dataclass
+class MonitoringSinkFault:
+    """Make the monitoring webhook fail through the sandbox's ``/control/monitoring`` (``{"status": 410}``,
+    ``{"down": true}``); the undo puts back the state it had before (read first), so faults nest.
+
+    Proof: the control reads back the settings asked for.
+    """
+
+    control_url: str
+    settings: dict[str, Any]
+    timeout_s: float = 10.0
+    prior: dict[str, Any] | None = field(default=None, init=False)
+
+    def describe(self) -> str:
+        return f"monitoring sink {self.settings} at {self.control_url}"
+
+    def undo(self) -> Undo:
+        if self.prior is None:
+            response = httpx.get(self.control_url, timeout=self.timeout_s)
+            response.raise_for_status()
+            self.prior = dict(response.json())
+        return HttpUndo(method="PUT", url=self.control_url, json_body=self.prior)
+
+    def apply(self) -> None:
+        httpx.put(self.control_url, json=self.settings, timeout=self.timeout_s).raise_for_status()
+
+    def verify(self) -> None:
+        seen = httpx.get(self.control_url, timeout=self.timeout_s).json()
+        if any(seen.get(k) != v for k, v in self.settings.items()):
+            raise FaultNotEffective(f"the monitoring sink control does not show the fault: asked {self.settings}, "
+                                    f"it says {seen}")  # fmt: skip
+
+    def rollback(self) -> str:
+        return run_undo(self.undo())
 
 
 @dataclass
@@ -181,6 +228,53 @@ class ToggleFault:
     def rollback(self) -> str:
         run = run_blocking(lambda: _steps(self.target, self.off, self._run))
         return "; ".join(run.steps[-len(self.off) :]) if self.off else "nothing to undo"
+
+
+@dataclass
+class Migration:
+    """Apply a reversible schema migration: ``up`` in one transaction; the undo (journalled) is its ``down``.
+
+    ``applied`` is a query whose first column is true while the migration is in place: the proof after ``up``,
+    and after ``down`` the proof that the rollback took (a rollback that leaves it applied raises). ``down``
+    must be idempotent (``DROP ... IF EXISTS``): ``opsgate recover`` may replay it. Every lock wait and
+    statement is bounded by ``timeout_s``.
+    """
+
+    dsn: str
+    name: str
+    up: list[str]
+    down: list[str]
+    applied: str
+    timeout_s: float = 10.0
+
+    def describe(self) -> str:
+        return f"migration {self.name}: " + "; ".join(self.up)
+
+    def undo(self) -> Undo:
+        return SqlUndo(dsn=self.dsn, statements=list(self.down), timeout_s=self.timeout_s)
+
+    def apply(self) -> None:
+        run_sql(self.dsn, self.up, timeout_s=self.timeout_s)
+
+    def is_applied(self) -> bool:
+        """Whether the ``applied`` query says the migration is in place now."""
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=max(1, int(self.timeout_s))) as conn:
+                conn.execute(f"SET statement_timeout = {int(self.timeout_s * 1000)}")
+                row = conn.execute(self.applied).fetchone()
+        except psycopg.Error as exc:
+            raise ProbeError(f"migration {self.name}: the applied check failed: {str(exc).splitlines()[0]}") from None
+        return bool(row and row[0])
+
+    def verify(self) -> None:
+        if not self.is_applied():
+            raise FaultNotEffective(f"migration {self.name} committed but `{self.applied}` says it is not applied")
+
+    def rollback(self) -> str:
+        detail = run_undo(self.undo())
+        if self.is_applied():
+            raise RuntimeError(f"migration {self.name} is still applied after its down steps ({detail})")
+        return f"migration {self.name} rolled back: {detail}; its applied check is false"
 
 
 async def _steps(target: Target, steps: list[FlowStep], run: FlowRun | None) -> FlowRun:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import docker
 import docker.errors
 import httpx
+import psycopg
 from pydantic import BaseModel, ConfigDict
 
 from opsgate.environments.process import default_signal_mask, process_start_time
@@ -70,13 +71,27 @@ class LocalUndo(BaseModel):
     what: str
 
 
-Undo = HttpUndo | CommandUndo | LocalUndo
+class SqlUndo(BaseModel):
+    """Undo by SQL statements run in one transaction (e.g. a migration's down steps); a commit means undone.
+
+    The statements must be idempotent (``DROP ... IF EXISTS``): a recovery may replay an undo already carried out.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["sql"] = "sql"
+    dsn: str
+    statements: list[str]
+    timeout_s: float = UNDO_TIMEOUT_S
 
 
-UNDO_KINDS: dict[str, type[HttpUndo] | type[CommandUndo] | type[LocalUndo]] = {
+Undo = HttpUndo | CommandUndo | LocalUndo | SqlUndo
+
+
+UNDO_KINDS: dict[str, type[HttpUndo] | type[CommandUndo] | type[LocalUndo] | type[SqlUndo]] = {
     "http": HttpUndo,
     "command": CommandUndo,
     "local": LocalUndo,
+    "sql": SqlUndo,
 }
 
 
@@ -102,6 +117,8 @@ def run_undo(undo: Undo) -> str:
         if response.status_code // 100 != 2:
             raise RuntimeError(f"{undo.method} {undo.url} answered {response.status_code}")
         return f"{undo.method} {undo.url} → {response.status_code}"
+    if isinstance(undo, SqlUndo):
+        return run_sql(undo.dsn, undo.statements, timeout_s=undo.timeout_s)
     try:
         result = subprocess.run(undo.command, shell=True, capture_output=True, text=True, timeout=undo.timeout_s,
                                 check=False, preexec_fn=default_signal_mask)  # fmt: skip
@@ -111,6 +128,25 @@ def run_undo(undo: Undo) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"the undo command exited {result.returncode}: {result.stderr.strip()[:200]}")
     return "the undo command exited 0"
+
+
+def run_sql(dsn: str, statements: list[str], *, timeout_s: float) -> str:
+    """Run ``statements`` in one transaction, each lock wait and statement bounded by ``timeout_s``.
+
+    Raises RuntimeError with the first line of PostgreSQL's reason; the DSN (it may hold a password) is never shown.
+    """
+    limit_ms = int(timeout_s * 1000)
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout_s))) as conn:
+            conn.execute(f"SET lock_timeout = {limit_ms}")
+            conn.execute(f"SET statement_timeout = {limit_ms}")
+            with conn.transaction():
+                for statement in statements:
+                    conn.execute(statement)
+    except psycopg.Error as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RuntimeError(f"SQL on PostgreSQL failed: {reason}") from None
+    return f"{len(statements)} SQL statement(s) committed"
 
 
 def stop_process(pid: int, start_ticks: int | None) -> str:

@@ -374,9 +374,14 @@ async def _step(page: Page, number: int, step: BrowserStep, base_url: str, watch
             watch.doing = f"step {number} (click {step.click})"
             await page.locator(step.click).click(timeout=_ms(deadline))
             await page.wait_for_load_state("load", timeout=_ms(deadline))
+        elif step.see is not None:
+            watch.doing = f"step {number} (see {step.see})"
+            await page.locator(step.see).first.wait_for(state="visible", timeout=_ms(deadline))
     except PlaywrightTimeoutError:
         waited = time.monotonic() - started
         target = "the page to load" if step.goto is not None else "the element to be ready"
+        if step.see is not None:
+            target = "it to be shown"
         watch.problem(f"{watch.doing}: timed out after {waited:.1f} s waiting for {target} ({_where(page, watch)})")
         return False
     except PlaywrightError as exc:

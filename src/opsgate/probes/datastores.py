@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psycopg
@@ -15,12 +16,14 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-async def postgres_scalar(dsn: str, sql: str, *, timeout_s: float = 5.0) -> float | None:
-    """Run ``sql`` and return its single value as a number (None for SQL NULL)."""
+async def postgres_scalar(
+    dsn: str, sql: str, *, timeout_s: float = 5.0, params: Mapping[str, float] | None = None
+) -> float | None:
+    """Run ``sql`` (``%(name)s`` bound to ``params``) and return its single value as a number (None for SQL NULL)."""
     try:
         async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=max(1, int(timeout_s))) as conn:
             await conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
-            cur = await conn.execute(sql.encode())
+            cur = await conn.execute(sql.encode(), dict(params) if params else None)
             row = await cur.fetchone()
     except psycopg.OperationalError as exc:
         raise ProbeError(f"PostgreSQL does not accept connections: {_first_line(exc)}") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -11,6 +11,8 @@ import httpx
 from opsgate.probes.base import ProbeError
 
 TEXT_LIMIT = 2000
+BODY_LIMIT = 1_000_000
+"""Characters of a response body kept to search with ``expect.contains``."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class HttpObservation:
     headers: dict[str, str]
     latency_ms: float
     at: float
+    body: str = field(default="", repr=False)
+    """The body's text up to BODY_LIMIT characters (``text`` is the short form for messages and evidence)."""
 
 
 async def fetch(client: httpx.AsyncClient, method: str, url: str, *, timeout_s: float, **kwargs: Any) -> httpx.Response:
@@ -58,8 +62,16 @@ async def request(
     except ValueError:
         body = None
     return HttpObservation(
-        method, url, response.status_code, body, response.text[:TEXT_LIMIT], dict(response.headers), latency_ms, at
-    )
+        method, url, response.status_code, body, response.text[:TEXT_LIMIT], dict(response.headers), latency_ms, at,
+        response.text[:BODY_LIMIT],
+    )  # fmt: skip
+
+
+def contains_mismatch(expected: str | None, observed: HttpObservation) -> str | None:
+    """Why the body lacks ``expected`` text (None when it has it, or nothing is expected)."""
+    if expected is None or expected in observed.body:
+        return None
+    return f"body: expected to contain {expected!r}, not found in {len(observed.body)} characters"
 
 
 def json_field(body: Any, dotted: str) -> Any:

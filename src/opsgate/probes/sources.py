@@ -13,6 +13,7 @@ from opsgate.probes.base import ProbeError
 from opsgate.probes.http import json_field, request
 
 TIMEOUT_S = 10.0
+SQL_DURATION_FLOOR_S = 1.0
 
 
 def service_url(target: Target, service: str) -> str:
@@ -60,6 +61,11 @@ def metric_delta(source: MetricSource) -> Callable[[metrics.Snapshot, metrics.Sn
     return compute
 
 
+def sql_durations(target: Target, spec: GateSpec) -> dict[str, float]:
+    """The gate's ``sql_durations`` in seconds, scaled by ``time_scale`` (not below 1 s), ready to bind."""
+    return {name: target.scaled(seconds, floor_s=SQL_DURATION_FLOOR_S) for name, seconds in spec.sql_durations.items()}
+
+
 def instant_measure(client: httpx.AsyncClient, target: Target, spec: GateSpec) -> Callable[[], Awaitable[Measure]]:
     """A function measuring ``spec``'s source at one instant."""
 
@@ -73,8 +79,13 @@ def instant_measure(client: httpx.AsyncClient, target: Target, spec: GateSpec) -
         if spec.sql is not None:
             if target.datastores.postgres is None:
                 raise ProbeError("an sql gate needs datastores.postgres")
-            value = await datastores.postgres_scalar(target.datastores.postgres.dsn, spec.sql, timeout_s=TIMEOUT_S)
-            return Measure(value, "" if value is not None else "the query returned NULL")
+            bound = sql_durations(target, spec)
+            value = await datastores.postgres_scalar(
+                target.datastores.postgres.dsn, spec.sql, timeout_s=TIMEOUT_S, params=bound
+            )
+            ages = ", ".join(f"{name}={seconds:g}s" for name, seconds in bound.items())
+            note = "the query returned NULL" if value is None else ""
+            return Measure(value, "; ".join(part for part in (note, ages and f"bound {ages}") if part))
         if spec.redis_key is not None:
             if target.datastores.redis is None:
                 raise ProbeError("a redis_key gate needs datastores.redis")

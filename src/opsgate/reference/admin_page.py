@@ -36,12 +36,12 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def render_login(error: str | None) -> str:
-    """The service-account login form."""
+def render_login(error: str | None, action: str = "/admin/login") -> str:
+    """The service-account login form, posting to ``action``."""
     message = f"<p role='alert' data-testid='login-error'>{escape(error)}</p>" if error else ""
     return _page(
         "opsgate reference admin: log in",
-        "<h1>Admin login</h1>" + message + "<form method='post' action='/admin/login'>"
+        "<h1>Admin login</h1>" + message + f"<form method='post' action='{escape(action)}'>"
         "<label>Username <input name='username' autocomplete='username'></label> "
         "<label>Password <input name='password' type='password' autocomplete='current-password'></label> "
         "<button type='submit'>Log in</button></form>",
@@ -70,6 +70,7 @@ def render_home(tenants: list[TenantRow], queue_counts: dict[str, dict[str, int]
     return _page(
         "opsgate reference admin",
         "<h1>Admin</h1>"
+        "<form method='post' action='/admin/logout'><button type='submit' data-testid='logout'>Log out</button></form>"
         f"<p>Maintenance mode: <strong data-testid='maintenance'>{'on' if maintenance else 'off'}</strong></p>"
         "<h2>Settings → Kill Switch</h2>"
         "<table><thead><tr><th>Tenant</th><th>Id</th><th>Sending</th><th>Kill switch</th></tr></thead>"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import itertools
 import json
 import logging
 import time
@@ -27,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from opsgate.reference import admin_page, db, sending, signing
+from opsgate.reference import admin_page, db, entitlements, sending, signing
 from opsgate.reference.auth import (
     SESSION_COOKIE,
     SESSION_TTL_S,
@@ -38,11 +40,11 @@ from opsgate.reference.auth import (
     require_tenant,
     session_user,
 )
-from opsgate.reference.backups import BackupScheduler
+from opsgate.reference.backups import RETAIN, BackupScheduler, scheduler_for
 from opsgate.reference.database import Database, make_pool
 from opsgate.reference.errors import ApiError, handle_api_error
 from opsgate.reference.metrics import PlatformMetrics, RequestMetricsMiddleware, timings_route
-from opsgate.reference.monitoring import post_event
+from opsgate.reference.monitoring import MonitoringOutbox, pending_count
 from opsgate.reference.outbox import OutboxSweeper
 from opsgate.reference.queues import BILLING_WEBHOOKS, QUEUE_NAMES, SEND_MESSAGES, Queues, fast_redis
 from opsgate.reference.sending import RejectedSend
@@ -50,6 +52,9 @@ from opsgate.reference.settings import PlatformSettings, process_start
 
 log = logging.getLogger("opsgate.reference.api")
 MAINTENANCE_KEY = "support.maintenance_mode"  # seed 002's feature flag name
+WEBHOOK_SECRET_KEY = "billing.webhook_secret_active"  # which secret signs billing webhooks: configured | next
+OPTOUT_REFRESH_TIMEOUT_S = 0.5
+SCRAPE_DB_BUDGET_S = 0.4  # seconds of a /metrics scrape spent reading per-tenant gauges from PostgreSQL
 SLOW_ROUTE_DELAY_S = 1.5  # the slow-messages-route defect: 3x the 500 ms SLO (seed 001)
 
 
@@ -65,6 +70,7 @@ class SendMessage(_Body):
 
 
 class NewTenant(_Body):
+    id: uuid.UUID | None = None  # a chosen id (e.g. the tenant a billing event names); a fresh one when absent
     name: str = Field(min_length=1, max_length=100)
     region: str = Field(default="AU", min_length=2, max_length=2)
     timezone: str = "UTC"
@@ -91,6 +97,12 @@ class Maintenance(_Body):
 
 class DncEntry(_Body):
     phone: str
+
+
+class Override(_Body):
+    kind: Literal["module", "feature_flag"]
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    enabled: bool = True
 
 
 class BillingEvent(BaseModel):
@@ -138,6 +150,10 @@ class ApiContext:
     http: httpx.AsyncClient
     backups: BackupScheduler | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    monitoring: MonitoringOutbox | None = None
+    """The monitoring outbox; set in the lifespan (its relay runs in this process)."""
+    maintenance_seen: bool = False
+    """Defect ``maintenance-flag-sticks`` only: maintenance mode was seen on once, and is never read again."""
 
     def defect(self, name: str) -> bool:
         """True when the named defect is planted."""
@@ -157,6 +173,9 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+_READINESS_PROBES = itertools.count(1)  # defect readiness-flaps: every 4th probe fails
+
+
 async def readyz(request: Request) -> Response:
     """200 only when PostgreSQL and Redis answer; the worker's heartbeat is reported, not required."""
     c = ctx(request)
@@ -174,11 +193,43 @@ async def readyz(request: Request) -> Response:
         "heartbeat_age_s": None if age is None else round(age, 3),
         "required": False,
     }
+    if c.defect("readiness-flaps") and next(_READINESS_PROBES) % 4 == 0:
+        checks["postgres"] = {"ok": False, "error": "connection reset while the pool recycled it", "latency_ms": 0.0}
     failing = [name for name in ("postgres", "redis") if name in checks and not checks[name]["ok"]]
     body: dict[str, Any] = {"ready": not failing, "checks": checks}
     if failing:
         body["failing"] = failing
     return JSONResponse(body, status_code=503 if failing else 200)
+
+
+async def health_db(request: Request) -> Response:
+    """Seed 003's ``/api/health/db``: 200 ``{"postgres": "connected"}``, or 503 ``disconnected``.
+
+    The runbook's platform answers ``{"mongodb": ...}``; the reference platform's database is PostgreSQL, so the
+    key names it. Asked with ``SELECT 1`` every time (1 s at most), never from a cached state.
+    """
+    c = ctx(request)
+    if c.defect("health-db-always-connected"):
+        return JSONResponse({"postgres": "connected"})
+    check = await _timed_check(_postgres_ok(c))
+    return _connectivity("postgres", check)
+
+
+async def health_redis(request: Request) -> Response:
+    """Seed 003's ``/api/health/redis``: 200 ``{"redis": "connected"}`` after a PING, or 503 ``disconnected``."""
+    c = ctx(request)
+    if c.defect("health-redis-always-connected"):
+        return JSONResponse({"redis": "connected"})
+    check = await _timed_check(_redis_ok(c))
+    return _connectivity("redis", check)
+
+
+def _connectivity(name: str, check: dict[str, Any]) -> Response:
+    """One dependency's connectivity answer: ``{name: connected|disconnected, latency_ms[, error]}``."""
+    body: dict[str, Any] = {name: "connected" if check["ok"] else "disconnected", "latency_ms": check["latency_ms"]}
+    if not check["ok"]:
+        body["error"] = check.get("error", "")
+    return JSONResponse(body, status_code=200 if check["ok"] else 503)
 
 
 async def _postgres_ok(c: ApiContext) -> None:
@@ -204,9 +255,14 @@ async def _timed_check(probe: Awaitable[None]) -> dict[str, Any]:
     return result
 
 
+_METRICS_SCRAPES = itertools.count(1)  # defect metrics-endpoint-flaky: every 3rd scrape fails
+
+
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus exposition; queue, heartbeat and pool gauges are read at scrape time."""
     c = ctx(request)
+    if c.defect("metrics-endpoint-flaky") and next(_METRICS_SCRAPES) % 3 == 0:
+        return Response("internal error", status_code=500)
     c.db.refresh_gauges()
     if c.metrics.queue_jobs:
         with contextlib.suppress(Exception):
@@ -217,7 +273,46 @@ async def metrics_endpoint(request: Request) -> Response:
         age = await c.queues.heartbeat_age_s()
         if age is not None:
             c.metrics.heartbeat_age.set(age)
+    # The per-tenant gauges come from PostgreSQL: bounded as a whole, so a loaded api still answers its scrape
+    # inside Prometheus's 1 s timeout (a failed scrape reads as the api down), with the last values kept.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(_refresh_optout_windows(c), timeout=SCRAPE_DB_BUDGET_S)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(_refresh_budgets(c), timeout=SCRAPE_DB_BUDGET_S / 2)
+    with contextlib.suppress(OSError):
+        c.metrics.refresh_disk(str(c.settings.backup_dir or "."))
+    if c.defect("metrics-counts-db-failure"):
+        c.metrics.db_failures.inc()
+    with contextlib.suppress(Exception):
+        async with c.db.pool.connection(timeout=OPTOUT_REFRESH_TIMEOUT_S) as conn:
+            c.metrics.monitoring_pending.set(await pending_count(conn))
     return Response(c.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _refresh_optout_windows(c: ApiContext) -> None:
+    """Seed 001's opt-out rate "in rolling 100 messages", as two gauges per tenant (PostgreSQL is the source).
+
+    Read from the pool directly with a short wait: a scrape must not stall, nor count as the app's connection failure.
+    """
+    async with c.db.pool.connection(timeout=OPTOUT_REFRESH_TIMEOUT_S) as conn:
+        windows = await db.optout_windows(conn)
+    for window in windows:
+        c.metrics.sms_window_messages.labels(window.tenant_id).set(window.messages)
+        c.metrics.sms_window_optouts.labels(window.tenant_id).set(window.optouts)
+
+
+async def _refresh_budgets(c: ApiContext) -> None:
+    """Seed 001's "Budget approaching 90%": today's spend and the daily budget per tenant, from PostgreSQL."""
+    async with c.db.pool.connection(timeout=OPTOUT_REFRESH_TIMEOUT_S) as conn:
+        cur = await conn.execute(
+            "SELECT t.id::text, t.daily_budget_cents, coalesce(b.daily_spent_cents, 0) FROM tenants t"
+            " LEFT JOIN budgets b ON b.tenant_id = t.id AND b.day = current_date - %s",
+            (1 if c.defect("budget-spend-misdated") else 0,),
+        )
+        rows = await cur.fetchall()
+    for tenant, limit, spent in rows:
+        c.metrics.budget_limit.labels(tenant).set(limit)
+        c.metrics.budget_spent.labels(tenant).set(spent)
 
 
 # --- maintenance --------------------------------------------------------------------------------
@@ -227,32 +322,53 @@ async def ensure_writable(c: ApiContext, conn: psycopg.AsyncConnection[Any]) -> 
     """Reject a write with 503 ``MAINTENANCE`` while maintenance mode is on (seed 002)."""
     if c.defect("maintenance-allows-writes"):
         return
-    if await db.get_setting(conn, MAINTENANCE_KEY, False):
+    if c.maintenance_seen or await db.get_setting(conn, MAINTENANCE_KEY, False):
+        c.maintenance_seen = c.defect("maintenance-flag-sticks")
         raise ApiError(503, "MAINTENANCE", "maintenance mode is on: writes are rejected, reads are served")
 
 
 async def get_maintenance(request: Request) -> Response:
-    c = ctx(request)
-    async with c.db.connection() as conn:
-        await require_admin(conn, request)
-        enabled = bool(await db.get_setting(conn, MAINTENANCE_KEY, False))
-    return JSONResponse({"enabled": enabled})
+    return await _get_flag(request, MAINTENANCE_KEY)
 
 
 async def put_maintenance(request: Request) -> Response:
+    return await _put_flag(request, MAINTENANCE_KEY, "support", "maintenance")
+
+
+async def get_kill_switch(request: Request) -> Response:
+    """The global kill switch (seed 001 "Suspected Breach": stop all sending, every tenant): ``{"enabled": ...}``."""
+    return await _get_flag(request, db.GLOBAL_KILL_SWITCH_KEY)
+
+
+async def put_kill_switch(request: Request) -> Response:
+    """Pull or release the global kill switch (admin, audited): new sends of every tenant 409, queued jobs held."""
+    return await _put_flag(request, db.GLOBAL_KILL_SWITCH_KEY, "security", "kill_switch")
+
+
+async def _get_flag(request: Request, key: str) -> Response:
+    """An admin on/off setting as ``{"enabled": bool}``."""
+    c = ctx(request)
+    async with c.db.connection() as conn:
+        await require_admin(conn, request)
+        enabled = bool(await db.get_setting(conn, key, False))
+    return JSONResponse({"enabled": enabled})
+
+
+async def _put_flag(request: Request, key: str, module: str, action: str) -> Response:
+    """Set an admin on/off setting and audit it as ``<action>.enabled`` / ``<action>.disabled`` in ``module``."""
     c = ctx(request)
     body = await parse_body(request, Maintenance)
     async with c.db.connection() as conn:
         user = await require_admin(conn, request)
         async with conn.transaction():
-            await db.set_setting(conn, MAINTENANCE_KEY, body.enabled)
+            await db.set_setting(conn, key, body.enabled)
             await db.audit(
                 conn,
                 tenant_id=None,
-                module="support",
-                action="maintenance.enabled" if body.enabled else "maintenance.disabled",
+                module=module,
+                action=f"{action}.enabled" if body.enabled else f"{action}.disabled",
                 entity_type="setting",
-                entity_id=MAINTENANCE_KEY,
+                entity_id=key,
                 actor=user,
             )
     return JSONResponse({"enabled": body.enabled})
@@ -298,6 +414,8 @@ async def send_message(request: Request) -> Response:
     async with c.db.connection() as conn:
         await require_tenant(conn, request, tenant_id)
         await ensure_writable(c, conn)
+        if await db.get_setting(conn, db.GLOBAL_KILL_SWITCH_KEY, False):
+            raise ApiError(409, "SENDING_PAUSED", "the global kill switch is on: sending is stopped for every tenant")
         cur = await conn.execute(
             "SELECT status, paused, region, timezone, quiet_hours_start, quiet_hours_end,"
             " sms_cost_cents, email_cost_cents FROM tenants WHERE id = %s",
@@ -308,7 +426,7 @@ async def send_message(request: Request) -> Response:
             raise ApiError(404, "NOT_FOUND", "no such tenant")
         try:
             recipient = _check_send_gates(c, row, body)
-            if body.channel == "sms":
+            if body.channel == "sms" and not c.defect("dnc-check-skipped"):
                 dnc_key = body.to if c.defect("dnc-skips-unnormalised") else recipient
                 cur = await conn.execute(
                     "SELECT 1 FROM do_not_contact WHERE tenant_id = %s AND phone_e164 = %s",
@@ -340,7 +458,7 @@ async def send_message(request: Request) -> Response:
 def _check_send_gates(c: ApiContext, tenant_row: tuple[Any, ...], body: SendMessage) -> str:
     """Tenant state, recipient format and quiet hours; returns the normalised recipient."""
     status, paused, region, tenant_tz, qh_start, qh_end = tenant_row[:6]
-    if status == "suspended":
+    if status == "suspended" and not c.defect("suspension-ignored"):
         raise RejectedSend("TENANT_SUSPENDED", "the tenant is suspended", 403)
     if paused and not c.defect("kill-switch-ignored"):
         raise RejectedSend("SENDING_PAUSED", "the tenant's kill switch is on: sending is paused", 409)
@@ -353,6 +471,9 @@ def _check_send_gates(c: ApiContext, tenant_row: tuple[Any, ...], body: SendMess
     tz = sending.zone("UTC" if c.defect("quiet-hours-server-time") else (body.timezone or tenant_tz))
     if body.timezone:
         sending.zone(body.timezone)  # an unknown zone is refused even when the defect ignores it
+    wraps = qh_start is not None and qh_end is not None and qh_start > qh_end
+    if c.defect("quiet-hours-no-wrap") and wraps:
+        qh_end = qh_start  # the bug: a window across midnight (21 -> 9) is read as empty
     if sending.in_quiet_hours(datetime.now(UTC), tz, qh_start, qh_end):
         raise RejectedSend("QUIET_HOURS", f"quiet hours {qh_start}:00-{qh_end}:00 in {tz.key}", 422)
     return recipient
@@ -423,6 +544,89 @@ async def get_message(request: Request) -> Response:
     return JSONResponse(result)
 
 
+async def resend_notification(request: Request) -> Response:
+    """Seed 000 "manual ``PATCH /api/notifications/:id/resend``": a dead-lettered message sent again (202).
+
+    Only a dead message: back to ``queued`` with its attempts reset, then requeued. A message already
+    delivered (or still on its way) is a 409, so a resend can never deliver anything twice; an unknown id
+    a 404. Committed before it is requeued: should Redis fail, the outbox sweeper re-enqueues the queued row.
+    """
+    c = ctx(request)
+    message_id = parse_uuid(request.path_params["message_id"], "notification")
+    resendable = ("dead", "delivered") if c.defect("resend-redelivers") else ("dead",)
+    async with c.db.connection() as conn:
+        user = await require_admin(conn, request)
+        await ensure_writable(c, conn)
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT status, tenant_id::text FROM messages WHERE id = %s FOR UPDATE", (message_id,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise ApiError(404, "NOT_FOUND", "no such notification")
+            status, tenant_id = row
+            if status not in resendable:
+                raise ApiError(
+                    409, "NOT_DEAD_LETTERED", f"the notification is {status}: only a dead-lettered one is resent"
+                )
+            await conn.execute(
+                "UPDATE messages SET status = 'queued', attempts = 0, failure_reason = NULL, updated_at = now(),"
+                " next_attempt_at = now() WHERE id = %s",
+                (message_id,),
+            )
+            await db.audit(
+                conn,
+                tenant_id=tenant_id,
+                module="messaging",
+                action="message.resent",
+                entity_type="message",
+                entity_id=message_id,
+                actor=user,
+                payload={"previous_status": status},
+            )
+    enqueued = await _requeue(c, SEND_MESSAGES, message_id, {"message_id": message_id})
+    return JSONResponse({"id": message_id, "status": "queued", "enqueued": enqueued}, status_code=202)
+
+
+async def _requeue(c: ApiContext, queue: str, job_id: str, data: dict[str, Any]) -> bool:
+    """Requeue committed work; False when Redis refused (the outbox sweeper then re-enqueues it)."""
+    try:
+        await c.queues.requeue(queue, job_id, data)
+    except Exception as exc:
+        log.warning("requeue of %s on %s failed (%s): left to the outbox sweeper", job_id, queue, type(exc).__name__)
+        return False
+    return True
+
+
+MESSAGE_LIST_MAX = 100
+
+
+async def list_messages(request: Request) -> Response:
+    """A tenant's newest messages (``?limit=N``, 1..100, default 20): for the tenant and for admins.
+
+    Seed 002's synthetic check reads ``/pos/tickets?limit=1`` with a service-account token; this is that read here.
+    """
+    c = ctx(request)
+    tenant_id = parse_uuid(request.path_params["tenant_id"], "tenant")
+    raw = request.query_params.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= MESSAGE_LIST_MAX:
+        raise ApiError(422, "VALIDATION_ERROR", f"limit: expected an integer 1..{MESSAGE_LIST_MAX}, got {raw!r}")
+    async with c.db.connection() as conn:
+        if not c.defect("message-list-unauthenticated"):
+            if request.url.path.startswith("/v1/"):
+                await require_tenant(conn, request, tenant_id)
+            else:
+                await require_admin(conn, request)
+        cur = await conn.execute(
+            "SELECT id::text, channel, recipient, status, created_at FROM messages WHERE tenant_id = %s"
+            " ORDER BY created_at DESC, id LIMIT %s",
+            (tenant_id, int(raw)),
+        )
+        rows = await cur.fetchall()
+    messages = [{"id": r[0], "channel": r[1], "to": r[2], "status": r[3], "created_at": r[4].isoformat()} for r in rows]
+    return JSONResponse({"tenant_id": tenant_id, "count": len(messages), "messages": messages})
+
+
 async def add_dnc(request: Request) -> Response:
     c = ctx(request)
     tenant_id = parse_uuid(request.path_params["tenant_id"], "tenant")
@@ -479,7 +683,8 @@ async def pause_tenant(request: Request) -> Response:
 
 async def resume_tenant(request: Request) -> Response:
     c = ctx(request)
-    return JSONResponse(await _set_tenant(c, request, "UPDATE tenants SET paused = false", (), "tenant.resumed", {}))
+    update = "UPDATE tenants SET paused = paused" if c.defect("resume-ignored") else "UPDATE tenants SET paused = false"
+    return JSONResponse(await _set_tenant(c, request, update, (), "tenant.resumed", {}))
 
 
 async def suspend_tenant(request: Request) -> Response:
@@ -489,25 +694,25 @@ async def suspend_tenant(request: Request) -> Response:
     result = await _set_tenant(
         c, request, "UPDATE tenants SET status = 'suspended'", (), "tenant.suspended", {"reason": body.reason}
     )
-    await post_event(
-        c.http,
-        c.settings.monitoring_webhook_url,
-        c.metrics,
-        {"type": "tenant.suspended", "tenant_id": result["id"], "reason": body.reason},
-    )
+    await _monitoring(c).emit({"type": "tenant.suspended", "tenant_id": result["id"], "reason": body.reason})
     return JSONResponse(result)
 
 
 async def activate_tenant(request: Request) -> Response:
     c = ctx(request)
-    result = await _set_tenant(c, request, "UPDATE tenants SET status = 'active'", (), "tenant.activated", {})
-    await post_event(
-        c.http,
-        c.settings.monitoring_webhook_url,
-        c.metrics,
-        {"type": "tenant.activated", "tenant_id": result["id"]},
+    update = (
+        "UPDATE tenants SET status = status"
+        if c.defect("activation-not-saved")
+        else ("UPDATE tenants SET status = 'active'")
     )
+    result = await _set_tenant(c, request, update, (), "tenant.activated", {})
+    await _monitoring(c).emit({"type": "tenant.activated", "tenant_id": result["id"]})
     return JSONResponse(result)
+
+
+def _monitoring(c: ApiContext) -> MonitoringOutbox:
+    assert c.monitoring is not None, "the lifespan sets the monitoring outbox"
+    return c.monitoring
 
 
 async def get_tenant(request: Request) -> Response:
@@ -533,6 +738,63 @@ async def get_tenant(request: Request) -> Response:
     return JSONResponse(tenant)
 
 
+async def set_override(request: Request) -> Response:
+    """An admin override of one module or feature flag (seed 002: kept through plan changes and cancellation)."""
+    c = ctx(request)
+    tenant_id = parse_uuid(request.path_params["tenant_id"], "tenant")
+    body = await parse_body(request, Override)
+    async with c.db.connection() as conn:
+        user = await require_admin(conn, request)
+        await ensure_writable(c, conn)
+        async with conn.transaction():
+            if await db.tenant_state(conn, tenant_id) is None:
+                raise ApiError(404, "NOT_FOUND", "no such tenant")
+            await entitlements.set_override(conn, tenant_id, body.kind, body.name, body.enabled)
+            await db.audit(
+                conn,
+                tenant_id=tenant_id,
+                module="tenants",
+                action="tenant.entitlement_overridden",
+                entity_type="tenant",
+                entity_id=tenant_id,
+                actor=user,
+                payload=body.model_dump(),
+            )
+    return JSONResponse({"tenant_id": tenant_id, "source": "override", **body.model_dump()})
+
+
+class Budget(_Body):
+    daily_budget_cents: int = Field(ge=0)
+
+
+async def set_budget(request: Request) -> Response:
+    """Set a tenant's daily budget (cents), audited: the admin's answer to seed 001's "Budget approaching 90%"."""
+    c = ctx(request)
+    tenant_id = parse_uuid(request.path_params["tenant_id"], "tenant")
+    body = await parse_body(request, Budget)
+    async with c.db.connection() as conn:
+        user = await require_admin(conn, request)
+        await ensure_writable(c, conn)
+        async with conn.transaction():
+            cur = await conn.execute(
+                "UPDATE tenants SET daily_budget_cents = %s WHERE id = %s RETURNING id",
+                (body.daily_budget_cents, tenant_id),
+            )
+            if await cur.fetchone() is None:
+                raise ApiError(404, "NOT_FOUND", "no such tenant")
+            await db.audit(
+                conn,
+                tenant_id=tenant_id,
+                module="tenants",
+                action="tenant.budget_changed",
+                entity_type="tenant",
+                entity_id=tenant_id,
+                actor=user,
+                payload=body.model_dump(),
+            )
+    return JSONResponse({"tenant_id": tenant_id, **body.model_dump()})
+
+
 async def create_tenant(request: Request) -> Response:
     """Register a tenant; its API token is returned once and stored hashed."""
     c = ctx(request)
@@ -542,15 +804,15 @@ async def create_tenant(request: Request) -> Response:
         number = sending.to_e164(body.sending_number, body.region) if body.sending_number else None
     except RejectedSend as exc:
         raise ApiError(exc.http_status, exc.code, exc.detail) from None
-    tenant_id = str(uuid.uuid4())
+    tenant_id = str(body.id or uuid.uuid4())
     token = "tok_" + uuid.uuid4().hex + uuid.uuid4().hex
     async with c.db.connection() as conn:
         user = await require_admin(conn, request)
         async with conn.transaction():
-            await conn.execute(
+            cur = await conn.execute(
                 "INSERT INTO tenants (id, name, region, timezone, quiet_hours_start, quiet_hours_end,"
                 " daily_budget_cents, sms_cost_cents, email_cost_cents, api_token_sha256)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
                 (
                     tenant_id,
                     body.name,
@@ -564,6 +826,8 @@ async def create_tenant(request: Request) -> Response:
                     db.token_digest(token),
                 ),
             )
+            if await cur.fetchone() is None:
+                raise ApiError(409, "TENANT_EXISTS", f"a tenant with id {tenant_id} already exists")
             if number:
                 await conn.execute(
                     "INSERT INTO sending_numbers (phone_e164, tenant_id) VALUES (%s, %s)", (number, tenant_id)
@@ -603,12 +867,37 @@ async def latest_backup(request: Request) -> Response:
     return JSONResponse(_backup_json(c))
 
 
+async def list_backups(request: Request) -> Response:
+    """Every backup kept, oldest first, with the schedule (interval, retention); ``?newer_than=FILE`` keeps only
+    those taken after that backup (seed 001 "Verify Backup: ls -lh /backups/")."""
+    c = ctx(request)
+    async with c.db.connection() as conn:
+        await require_admin(conn, request)
+    if c.backups is None:
+        raise ApiError(409, "BACKUPS_DISABLED", "no BACKUP_DIR configured")
+    kept = c.backups.listing()
+    after = request.query_params.get("newer_than")
+    if after:
+        kept = [b for b in kept if b.path.name > after]
+    return JSONResponse(
+        {
+            "interval_s": c.backups.interval_s,
+            "retain": RETAIN,
+            "count": len(kept),
+            "newest": kept[-1].path.name if kept else None,
+            "backups": [{"file": b.path.name, "timestamp": b.timestamp, "size_bytes": b.size_bytes} for b in kept],
+        }
+    )
+
+
 async def force_backup(request: Request) -> Response:
     c = ctx(request)
     async with c.db.connection() as conn:
         await require_admin(conn, request)
     if c.backups is None:
         raise ApiError(409, "BACKUPS_DISABLED", "no BACKUP_DIR configured")
+    if "force-backup-noop" in c.settings.defects and c.backups.latest() is not None:
+        return JSONResponse(_backup_json(c), status_code=201)  # answers as if it had dumped
     try:
         await c.backups.backup_now()
     except RuntimeError as exc:
@@ -616,23 +905,86 @@ async def force_backup(request: Request) -> Response:
     return JSONResponse(_backup_json(c), status_code=201)
 
 
+# --- webhook secret rotation --------------------------------------------------------------------
+
+
+async def webhook_secrets(c: ApiContext, conn: psycopg.AsyncConnection[Any]) -> tuple[str, list[str]]:
+    """Which billing webhook secret is active (``configured`` or ``next``) and the secrets that verify a signature.
+
+    After a rotation only the next secret verifies, unless the rotation-keeps-old-secret defect is planted.
+    """
+    active = "next" if await db.get_setting(conn, WEBHOOK_SECRET_KEY, "configured") == "next" else "configured"
+    next_secret = c.settings.billing_webhook_secret_next
+    if active == "configured" or not next_secret:
+        return "configured", [c.settings.billing_webhook_secret]
+    if c.defect("rotation-keeps-old-secret"):
+        return active, [next_secret, c.settings.billing_webhook_secret]
+    return active, [next_secret]
+
+
+def _fingerprint(secret: str) -> str:
+    """A secret's public fingerprint: the first 12 hex digits of its SHA-256 (never the secret itself)."""
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def _secret_json(c: ApiContext, active: str) -> dict[str, Any]:
+    secret = c.settings.billing_webhook_secret_next if active == "next" else c.settings.billing_webhook_secret
+    return {
+        "active": active,
+        "fingerprint": _fingerprint(secret or ""),
+        "next_configured": bool(c.settings.billing_webhook_secret_next),
+    }
+
+
+async def get_webhook_secret(request: Request) -> Response:
+    """Which billing webhook secret is active, as a fingerprint."""
+    c = ctx(request)
+    async with c.db.connection() as conn:
+        await require_admin(conn, request)
+        active, _ = await webhook_secrets(c, conn)
+    return JSONResponse(_secret_json(c, active))
+
+
+async def rotate_webhook_secret(request: Request) -> Response:
+    """PUT switches to the configured next secret (``BILLING_WEBHOOK_SECRET_NEXT``); DELETE rolls back (seed 002)."""
+    c = ctx(request)
+    rotate = request.method == "PUT"
+    async with c.db.connection() as conn:
+        user = await require_admin(conn, request)
+        if rotate and not c.settings.billing_webhook_secret_next:
+            raise ApiError(409, "NO_NEXT_SECRET", "BILLING_WEBHOOK_SECRET_NEXT is not configured: nothing to rotate to")
+        active = "next" if rotate else "configured"
+        async with conn.transaction():
+            await db.set_setting(conn, WEBHOOK_SECRET_KEY, active)
+            await db.audit(
+                conn,
+                tenant_id=None,
+                module="billing",
+                action="webhook_secret.rotated" if rotate else "webhook_secret.rolled_back",
+                entity_type="setting",
+                entity_id=WEBHOOK_SECRET_KEY,
+                actor=user,
+            )
+    return JSONResponse(_secret_json(c, active))
+
+
 # --- webhooks -----------------------------------------------------------------------------------
 
 
 async def billing_webhook(request: Request) -> Response:
-    """Signed billing webhook: stored as pending, then enqueued; idempotent by event id (seed 002)."""
+    """Signed billing webhook (active secret): stored as pending, then enqueued; idempotent by event id (seed 002)."""
     c = ctx(request)
     raw = await request.body()
-    if not c.defect("webhook-signature-unchecked") and not signing.verify(
-        c.settings.billing_webhook_secret, raw, request.headers.get("x-sandbox-signature")
-    ):
-        raise ApiError(401, "INVALID_SIGNATURE", "x-sandbox-signature does not match the body")
-    try:
-        event = BillingEvent.model_validate_json(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ApiError(422, "INVALID_REQUEST", f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     async with c.db.connection() as conn:
+        _, secrets = await webhook_secrets(c, conn)
+        signature = request.headers.get("x-sandbox-signature")
+        if not c.defect("webhook-signature-unchecked") and not any(signing.verify(s, raw, signature) for s in secrets):
+            raise ApiError(401, "INVALID_SIGNATURE", "x-sandbox-signature does not match the body")
+        try:
+            event = BillingEvent.model_validate_json(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ApiError(422, "INVALID_REQUEST", f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
         await ensure_writable(c, conn)
         cur = await conn.execute(
             "INSERT INTO billing_webhook_events (id, event_id, event_type, payload) VALUES (%s, %s, %s, %s)"
@@ -676,11 +1028,57 @@ async def billing_event_status(request: Request) -> Response:
     return JSONResponse(body)
 
 
+async def retry_outbox_event(request: Request) -> Response:
+    """Seed 002 "trigger via admin endpoint ``/ops/outbox/{id}/retry``": replay a failed billing event (202).
+
+    As the runbook's manual replay: ``status`` back to ``'pending'``, ``last_error`` cleared, requeued with the
+    event id as the job id. Only a failed event: a processed one is a 409 (never applied twice), one still
+    pending a 409 too (it is on its way), an unknown event id a 404.
+    """
+    c = ctx(request)
+    event_id = request.path_params["event_id"]
+    retryable = ("failed", "processed") if c.defect("replay-reapplies-processed") else ("failed",)
+    async with c.db.connection() as conn:
+        user = await require_admin(conn, request)
+        await ensure_writable(c, conn)
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT status, last_error FROM billing_webhook_events WHERE event_id = %s FOR UPDATE", (event_id,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise ApiError(404, "NOT_FOUND", "no such billing event")
+            status, last_error = row
+            if status not in retryable:
+                raise ApiError(409, "NOT_FAILED", f"the billing event is {status}: only a failed one is replayed")
+            await conn.execute(
+                "UPDATE billing_webhook_events SET status = 'pending', last_error = NULL, next_attempt_at = now()"
+                " WHERE event_id = %s",
+                (event_id,),
+            )
+            # Its own entity type: the worker's one audit row per applied event stays the reconciliation's count.
+            await db.audit(
+                conn,
+                tenant_id=None,
+                module="ops",
+                action="outbox.retried",
+                entity_type="billing_webhook_replay",
+                entity_id=event_id,
+                actor=user,
+                payload={"previous_status": status, "last_error": last_error},
+            )
+    enqueued = await _requeue(c, BILLING_WEBHOOKS, event_id, {"event_id": event_id})
+    return JSONResponse({"event_id": event_id, "status": "pending", "enqueued": enqueued}, status_code=202)
+
+
 async def inbound_reply(request: Request) -> Response:
     """A recipient's reply relayed by the provider; STOP adds the sender to do-not-contact (seed 001)."""
     c = ctx(request)
     raw = await request.body()
-    if not signing.verify(c.settings.provider_webhook_secret, raw, request.headers.get("x-provider-signature")):
+    signature = request.headers.get("x-provider-signature")
+    if not c.defect("webhook-signature-unchecked") and not signing.verify(
+        c.settings.provider_webhook_secret, raw, signature
+    ):
         raise ApiError(401, "INVALID_SIGNATURE", "x-provider-signature does not match the body")
     try:
         reply = InboundReply.model_validate_json(raw)
@@ -704,12 +1102,15 @@ async def inbound_reply(request: Request) -> Response:
         except RejectedSend as exc:
             raise ApiError(exc.http_status, exc.code, exc.detail) from None
         async with conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO do_not_contact (tenant_id, phone_e164, source) VALUES (%s, %s, 'inbound-stop')"
-                " ON CONFLICT DO NOTHING RETURNING phone_e164",
-                (tenant_id, phone),
-            )
-            added = await cur.fetchone() is not None
+            if c.defect("stop-not-added-to-dnc"):
+                added = True  # audited and counted as an opt-out, but the do-not-contact row is never written
+            else:
+                cur = await conn.execute(
+                    "INSERT INTO do_not_contact (tenant_id, phone_e164, source) VALUES (%s, %s, 'inbound-stop')"
+                    " ON CONFLICT DO NOTHING RETURNING phone_e164",
+                    (tenant_id, phone),
+                )
+                added = await cur.fetchone() is not None
             if added:
                 await db.audit(
                     conn,
@@ -745,7 +1146,9 @@ async def admin_home(request: Request) -> Response:
 
 
 async def admin_login_form(request: Request) -> Response:
-    return HTMLResponse(admin_page.render_login(error=None))
+    # The admin-login-form-broken defect: the form still posts to the route's old name, which answers 404.
+    action = "/admin/signin" if ctx(request).defect("admin-login-form-broken") else "/admin/login"
+    return HTMLResponse(admin_page.render_login(error=None, action=action))
 
 
 async def admin_login_submit(request: Request) -> Response:
@@ -759,6 +1162,18 @@ async def admin_login_submit(request: Request) -> Response:
         token = await create_session(conn, username)
     response = RedirectResponse("/admin", status_code=303)
     response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_TTL_S, httponly=True, samesite="strict")
+    return response
+
+
+async def admin_logout(request: Request) -> Response:
+    """The admin page's "Log out": ends the session and goes back to the login form."""
+    c = ctx(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        async with c.db.connection() as conn:
+            await delete_session(conn, token)
+    response = RedirectResponse("/admin/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
     return response
 
 
@@ -792,8 +1207,15 @@ def create_app(settings: PlatformSettings) -> Starlette:
         pool = make_pool(settings.database_url)
         await pool.open(wait=True, timeout=30.0)
         database = Database(pool, metrics)
+        backups = scheduler_for(settings, metrics)
         async with database.connection(timeout_s=10.0) as conn:
-            applied = await db.migrate(conn)
+            applied = await db.migrate(
+                conn,
+                backup=None
+                if backups is None or "migration-without-backup" in settings.defects
+                else backups.backup_now,
+                skip_newest="migration-skipped" in settings.defects,
+            )
             await db.seed_tenants(conn, settings.tenant_tokens)
         if applied:
             log.info("migrations applied: %s", ", ".join(applied))
@@ -809,16 +1231,20 @@ def create_app(settings: PlatformSettings) -> Starlette:
         )
         if "outbox-sweeper-off" not in settings.defects:
             context.tasks.append(asyncio.create_task(sweeper.run(), name="outbox-sweeper"))
-        if settings.backup_dir is not None:
-            excluded = ("audit_events",) if "backup-omits-table" in settings.defects else ()
-            context.backups = BackupScheduler(
-                settings.database_url,
-                settings.backup_dir,
-                settings.effective_backup_interval_s,
-                metrics,
-                exclude_tables=excluded,
-            )
-            context.tasks.append(asyncio.create_task(context.backups.run(), name="backups"))
+        context.monitoring = MonitoringOutbox(
+            database,
+            http,
+            settings.monitoring_webhook_url,
+            metrics,
+            relay_interval_s=settings.monitoring_relay_interval_s,
+            max_backoff_s=settings.monitoring_max_backoff_s,
+            defects=settings.defects.names,
+        )
+        if "monitoring-relay-off" not in settings.defects:
+            context.tasks.append(asyncio.create_task(context.monitoring.run(), name="monitoring-relay"))
+        if backups is not None:
+            context.backups = backups
+            context.tasks.append(asyncio.create_task(backups.run(), name="backups"))
         app.state.ctx = context
         try:
             yield
@@ -826,6 +1252,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
             for task in context.tasks:
                 task.cancel()
             await asyncio.gather(*context.tasks, return_exceptions=True)
+            await context.monitoring.close()
             await http.aclose()
             await queues.close()
             await pool.close()
@@ -834,13 +1261,18 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/health", health),
         Route("/healthz", health),
         Route("/readyz", readyz),
+        Route("/api/health/db", health_db),
+        Route("/api/health/redis", health_redis),
         Route("/metrics", metrics_endpoint),
         timings_route(metrics.request_timings),
         Route("/auth/login", login, methods=["POST"]),
         Route("/auth/logout", logout, methods=["POST"]),
         Route("/v1/tenants/{tenant_id}/messages", send_message, methods=["POST"]),
+        Route("/v1/tenants/{tenant_id}/messages", list_messages, methods=["GET"]),
+        Route("/tenants/{tenant_id}/messages", list_messages, methods=["GET"]),
         Route("/v1/tenants/{tenant_id}/do-not-contact", add_dnc, methods=["POST"]),
         Route("/v1/messages/{message_id}", get_message),
+        Route("/api/notifications/{message_id}/resend", resend_notification, methods=["PATCH"]),
         Route("/v1/tenants/{tenant_id}", get_tenant),
         Route("/tenants/{tenant_id}", get_tenant),
         Route("/tenants/{tenant_id}/pause", pause_tenant, methods=["POST"]),
@@ -850,14 +1282,23 @@ def create_app(settings: PlatformSettings) -> Starlette:
         Route("/admin", admin_home),
         Route("/admin/login", admin_login_form, methods=["GET"]),
         Route("/admin/login", admin_login_submit, methods=["POST"]),
+        Route("/admin/logout", admin_logout, methods=["POST"]),
         Route("/admin/tenants", create_tenant, methods=["POST"]),
+        Route("/admin/tenants/{tenant_id}/overrides", set_override, methods=["PUT"]),
+        Route("/admin/tenants/{tenant_id}/budget", set_budget, methods=["PUT"]),
         Route("/admin/tenants/{tenant_id}/{action:str}", admin_kill_switch, methods=["POST"]),
         Route("/admin/maintenance", get_maintenance, methods=["GET"]),
         Route("/admin/maintenance", put_maintenance, methods=["PUT"]),
+        Route("/admin/kill-switch", get_kill_switch, methods=["GET"]),
+        Route("/admin/kill-switch", put_kill_switch, methods=["PUT"]),
         Route("/admin/backups", force_backup, methods=["POST"]),
+        Route("/admin/secrets/billing-webhook", get_webhook_secret, methods=["GET"]),
+        Route("/admin/secrets/billing-webhook", rotate_webhook_secret, methods=["PUT", "DELETE"]),
+        Route("/backups", list_backups),
         Route("/backups/latest", latest_backup),
         Route("/billing/webhooks/sandbox", billing_webhook, methods=["POST"]),
         Route("/billing/webhooks/events/{event_id}", billing_event_status),
+        Route("/ops/outbox/{event_id}/retry", retry_outbox_event, methods=["POST"]),
         Route("/webhooks/provider/inbound", inbound_reply, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: handle_api_error})

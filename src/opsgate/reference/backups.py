@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opsgate.reference.metrics import PlatformMetrics
+from opsgate.reference.settings import PlatformSettings
 
 log = logging.getLogger("opsgate.reference.backups")
-RETAIN = 7  # seed 001: "7-day retention" of daily backups
+RETAIN = 7
+"""Seed 001: "7-day retention" of daily backups: the newest 7 files are kept, one per backup interval (the
+platform's scaled "day"); older ones are pruned after every backup."""
 DUMP_TIMEOUT_S = 120.0
 
 
@@ -51,25 +54,42 @@ class BackupScheduler:
         metrics: PlatformMetrics,
         *,
         exclude_tables: tuple[str, ...] = (),
+        exclude_table_data: tuple[str, ...] = (),
+        dump_format: str = "c",
+        prune: bool = True,
+        truncate: bool = False,
     ) -> None:
         self.database_url = database_url
         self.folder = folder
         self.interval_s = interval_s
         self.metrics = metrics
         self.exclude_tables = exclude_tables
+        self.exclude_table_data = exclude_table_data
+        self.dump_format = dump_format
+        """pg_dump's ``-F`` letter: ``c`` (custom, seed 002's ``-Fc``); ``p`` only with the plain-format defect."""
+        self.prune = prune
+        self.truncate = truncate
         self._lock = asyncio.Lock()
         folder.mkdir(parents=True, exist_ok=True)
         latest = self.latest()
         if latest:
             metrics.backup_last_success.set(latest.timestamp)
 
+    def listing(self) -> list[BackupInfo]:
+        """Every complete backup kept, oldest first (names sort by time)."""
+        found = []
+        for path in sorted(self.folder.glob("backup-*.dump")):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # pruned meanwhile
+                continue
+            found.append(BackupInfo(path, stat.st_mtime, stat.st_size))
+        return found
+
     def latest(self) -> BackupInfo | None:
         """The newest complete backup, or None."""
-        files = sorted(self.folder.glob("backup-*.dump"))
-        if not files:
-            return None
-        stat = files[-1].stat()
-        return BackupInfo(files[-1], stat.st_mtime, stat.st_size)
+        kept = self.listing()
+        return kept[-1] if kept else None
 
     async def backup_now(self) -> BackupInfo:
         """Dump the database now; raises RuntimeError with pg_dump's stderr on failure."""
@@ -77,9 +97,11 @@ class BackupScheduler:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
             final = self.folder / f"backup-{stamp}.dump"
             partial = final.with_suffix(".partial")
-            args = [find_pg_dump(), "-Fc", "-f", str(partial), "--dbname", self.database_url]
+            args = [find_pg_dump(), f"-F{self.dump_format}", "-f", str(partial), "--dbname", self.database_url]
             for table in self.exclude_tables:
                 args += ["--exclude-table", table]
+            for table in self.exclude_table_data:
+                args += ["--exclude-table-data", table]
             proc = await asyncio.create_subprocess_exec(
                 *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
             )
@@ -93,9 +115,13 @@ class BackupScheduler:
             if proc.returncode != 0:
                 partial.unlink(missing_ok=True)
                 raise RuntimeError(f"pg_dump exited {proc.returncode}: {stderr.decode(errors='replace')[-300:]}")
+            if self.truncate:  # defect backup-truncated: the copy stops half-way
+                with partial.open("r+b") as fh:
+                    fh.truncate(partial.stat().st_size // 2)
             partial.rename(final)
-            for old in sorted(self.folder.glob("backup-*.dump"))[:-RETAIN]:
-                old.unlink(missing_ok=True)
+            if self.prune:
+                for old in sorted(self.folder.glob("backup-*.dump"))[:-RETAIN]:
+                    old.unlink(missing_ok=True)
             info = self.latest()
             assert info is not None
             self.metrics.backup_last_success.set(info.timestamp)
@@ -110,3 +136,21 @@ class BackupScheduler:
             except Exception as exc:
                 log.error("scheduled backup failed: %s", exc)
             await asyncio.sleep(self.interval_s)
+
+
+def scheduler_for(settings: PlatformSettings, metrics: PlatformMetrics) -> BackupScheduler | None:
+    """The platform's backup scheduler as its settings and planted defects make it (None: no BACKUP_DIR)."""
+    if settings.backup_dir is None:
+        return None
+    defects = settings.defects
+    return BackupScheduler(
+        settings.database_url,
+        settings.backup_dir,
+        settings.effective_backup_interval_s,
+        metrics,
+        exclude_tables=("audit_events",) if "backup-omits-table" in defects else (),
+        exclude_table_data=("billing_webhook_events",) if "backup-excludes-outbox" in defects else (),
+        dump_format="p" if "backup-plain-format" in defects else "c",
+        prune="backup-retention-unbounded" not in defects,
+        truncate="backup-truncated" in defects,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -11,6 +12,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 MIGRATION_LOCK_ID = 740_221_001
+GLOBAL_KILL_SWITCH_KEY = "sending.kill_switch_all"
+"""Seed 001 "Suspected Breach": the kill switch that stops all sending, every tenant (api and worker read it)."""
 
 DEMO_TENANTS: tuple[dict[str, Any], ...] = (
     # Seed 001 uses this id in its kill-switch examples.
@@ -47,22 +50,46 @@ def _migration_files() -> list[tuple[str, str]]:
     return files
 
 
-async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:
-    """Apply pending SQL migrations under an advisory lock; returns the names applied."""
-    applied: list[str] = []
+async def _pending(conn: psycopg.AsyncConnection[Any], files: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    cur = await conn.execute("SELECT name FROM schema_migrations")
+    done = {row[0] for row in await cur.fetchall()}
+    return [(name, sql) for name, sql in files if name not in done]
+
+
+async def migrate(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    backup: Callable[[], Awaitable[Any]] | None = None,
+    skip_newest: bool = False,
+) -> list[str]:
+    """Apply pending SQL migrations under an advisory lock; returns the names applied.
+
+    Seed 003: "**ALWAYS backup before migrations!**" -- when any is pending, ``backup()`` (a ``BackupInfo`` with
+    ``path`` and ``timestamp``, unix s) runs first and each migration records the backup taken before it. Without
+    ``backup`` they are applied with none recorded. ``skip_newest`` is the ``migration-skipped`` defect.
+    """
+    files = _migration_files()[:-1] if skip_newest else _migration_files()
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz"
             " NOT NULL DEFAULT now())"
         )
-        cur = await conn.execute("SELECT name FROM schema_migrations")
-        done = {row[0] for row in await cur.fetchall()}
-        for name, sql in _migration_files():
-            if name in done:
-                continue
+        await conn.execute(
+            "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS backup_file text,"
+            " ADD COLUMN IF NOT EXISTS backed_up_at timestamptz"
+        )
+        pending = await _pending(conn, files)
+    taken = await backup() if pending and backup is not None else None
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        for name, sql in await _pending(conn, files):  # another process may have applied them meanwhile
             await conn.execute(sql.encode())
-            await conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+            await conn.execute(
+                "INSERT INTO schema_migrations (name, backup_file, backed_up_at) VALUES (%s, %s, to_timestamp(%s))",
+                (name, taken.path.name if taken else None, taken.timestamp if taken else None),
+            )
             applied.append(name)
     return applied
 
@@ -136,3 +163,32 @@ async def set_setting(conn: psycopg.AsyncConnection[Any], key: str, value: Any) 
         " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
         (key, Jsonb(value)),
     )
+
+
+OPTOUT_WINDOW = 100
+"""Seed 001's "rolling 100 messages": the opt-out rate is judged over each tenant's newest 100 delivered SMS."""
+
+
+@dataclass(frozen=True)
+class OptOutWindow:
+    """A tenant's rolling window: how many SMS it holds (at most ``OPTOUT_WINDOW``), how many recipients opted out."""
+
+    tenant_id: str
+    messages: int
+    optouts: int
+
+
+async def optout_windows(conn: psycopg.AsyncConnection[Any], size: int = OPTOUT_WINDOW) -> list[OptOutWindow]:
+    """Per tenant: its newest ``size`` delivered SMS, and the recipients among them who replied STOP after one."""
+    cur = await conn.execute(
+        "SELECT t.id::text, count(w.recipient), count(DISTINCT w.recipient) FILTER (WHERE w.opted_out)"
+        " FROM tenants t LEFT JOIN LATERAL ("
+        "   SELECT m.recipient, EXISTS (SELECT 1 FROM do_not_contact d WHERE d.tenant_id = m.tenant_id"
+        "     AND d.phone_e164 = m.recipient AND d.source = 'inbound-stop' AND d.created_at >= m.created_at)"
+        "     AS opted_out"
+        "   FROM messages m WHERE m.tenant_id = t.id AND m.channel = 'sms' AND m.status = 'delivered'"
+        "   ORDER BY m.created_at DESC LIMIT %s) w ON true"
+        " GROUP BY t.id",
+        (size,),
+    )
+    return [OptOutWindow(tenant, int(messages), int(optouts)) for tenant, messages, optouts in await cur.fetchall()]

@@ -12,12 +12,14 @@ client-side percentiles with the server's exact ones for the same requests.
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -71,11 +73,24 @@ def timings_route(timings: RequestTimings) -> Route:
     return Route(TIMINGS_PATH, request_timings, methods=["GET"])
 
 
+def memory_limit_bytes() -> float:
+    """The process's memory limit: cgroup v2 ``memory.max`` when set, else the host's physical memory."""
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit:
+            text = limit.read().strip()
+        if text.isdigit():
+            return float(text)
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
 class PlatformMetrics:
     """The metric families one platform process exposes on ``/metrics``."""
 
-    def __init__(self, service: str, *, queue_gauges: bool = True) -> None:
+    def __init__(self, service: str, *, queue_gauges: bool = True, drop_status_label: bool = False) -> None:
         self.service = service
+        self.drop_status_label = drop_status_label  # defect requests-unlabelled-status
         self.registry = CollectorRegistry()
         r = self.registry
         self.http_duration = Histogram(
@@ -86,7 +101,10 @@ class PlatformMetrics:
             registry=r,
         )
         self.http_requests = Counter(
-            "http_requests", "HTTP requests answered.", ["service", "route", "method", "status"], registry=r
+            "http_requests",
+            "HTTP requests answered (tenant: the route's tenant id, '' when none).",
+            ["service", "route", "method", "status", "tenant"],
+            registry=r,
         )
         self.queue_jobs = {
             state: Gauge(f"bull_queue_jobs_{state}", f"BullMQ jobs {state}, per queue.", ["queue"], registry=r)
@@ -120,13 +138,45 @@ class PlatformMetrics:
             "worker_heartbeat_age_seconds", "Seconds since the freshest worker heartbeat.", registry=r
         )
         self.optouts = Counter("optouts", "Opt-outs received (STOP replies).", ["tenant"], registry=r)
+        self.sms_window_messages = Gauge(
+            "sms_window_messages", "Delivered SMS in the tenant's rolling window (its newest, at most 100).",
+            ["tenant"], registry=r,
+        )  # fmt: skip
+        self.sms_window_optouts = Gauge(
+            "sms_window_optouts", "Recipients of the rolling window's SMS who replied STOP after it.",
+            ["tenant"], registry=r,
+        )  # fmt: skip
         self.backup_last_success = Gauge(
             "backup_last_success_timestamp", "Unix time of the newest successful backup.", registry=r
         )
         self.monitoring_failures = Counter(
             "monitoring_webhook_failures", "Monitoring webhook posts that failed.", registry=r
         )
+        self.monitoring_pending = Gauge(
+            "monitoring_events_pending", "Monitoring events stored but not yet accepted by the webhook.", registry=r
+        )
         self.request_timings = RequestTimings()
+        # Seed 003 "Resource: CPU > 80% or memory > 85% for 10 minutes; disk > 90%": the process's own CPU and
+        # memory (process_cpu_seconds_total, process_resident_memory_bytes), the memory it may use, and the
+        # filesystem of its data directory (set by the api at scrape time).
+        ProcessCollector(registry=r)
+        self.memory_limit = Gauge(
+            "process_memory_limit_bytes", "Memory the process may use: its cgroup limit, else the host's RAM.",
+            registry=r,
+        )  # fmt: skip
+        self.memory_limit.set(memory_limit_bytes())
+        self.disk_size = Gauge("data_filesystem_size_bytes", "Size of the data directory's filesystem.", registry=r)
+        self.disk_used = Gauge(
+            "data_filesystem_used_bytes", "Bytes of the data directory's filesystem not available to the process.",
+            registry=r,
+        )  # fmt: skip
+        # Seed 001 "Budget approaching 90%": today's spend and the daily budget per tenant (set by the api).
+        self.budget_spent = Gauge(
+            "tenant_budget_spent_cents", "Today's spend per tenant, cents.", ["tenant"], registry=r
+        )
+        self.budget_limit = Gauge(
+            "tenant_budget_limit_cents", "Daily budget per tenant, cents.", ["tenant"], registry=r
+        )
 
         # Series exist from the start at 0, so increase() sees the first event (a series born at 1 hides it).
         for status in ("received", "processed", "retrying", "failed"):
@@ -135,6 +185,12 @@ class PlatformMetrics:
             self.notification_failures.labels(channel)
         for kind in ("message", "billing_webhook"):
             self.outbox_requeued.labels(kind)
+
+    def refresh_disk(self, path: str) -> None:
+        """Set the data filesystem gauges from the filesystem holding ``path``."""
+        usage = shutil.disk_usage(path)
+        self.disk_size.set(usage.total)
+        self.disk_used.set(usage.total - usage.free)
 
     def render(self) -> bytes:
         """The exposition text of every family."""
@@ -176,6 +232,9 @@ class RequestMetricsMiddleware:
             elapsed_s = time.perf_counter() - started
             labels = (self.metrics.service, template, scope["method"], str(status))
             self.metrics.http_duration.labels(*labels).observe(elapsed_s)
-            self.metrics.http_requests.labels(*labels).inc()
+            tenant = str((scope.get("path_params") or {}).get("tenant_id", ""))
+            if self.metrics.drop_status_label:
+                labels = (self.metrics.service, template, scope["method"], "")
+            self.metrics.http_requests.labels(*labels, tenant).inc()
             if template != TIMINGS_PATH:
                 self.metrics.request_timings.record(template, scope["method"], status, elapsed_s * 1000)

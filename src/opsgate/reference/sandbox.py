@@ -12,9 +12,11 @@ Endpoints (JSON everywhere):
 
 - ``GET /healthz``; ``GET /status`` (ok | degraded, quota usage)
 - ``POST /v1/messages`` (Bearer ``PROVIDER_API_KEY``): the provider's send call
-- ``GET /deliveries?message_id=&tenant_id=&since=``; ``GET /requests`` (counters by outcome)
+- ``GET /deliveries?message_id=&tenant_id=&to=&since=``; ``GET /requests`` (counters by outcome)
 - ``GET|PUT|DELETE /control/faults``; ``PUT /control/quota``; ``POST /control/reset``
 - ``POST /control/inbound``: relay a recipient's reply, signed, to ``INBOUND_WEBHOOK_URL``
+- ``GET|PUT|DELETE /control/replies``: recipients reply STOP to a share of the delivered SMS (seeded), each
+  reply relayed like ``/control/inbound``
 - ``POST /monitoring/events``; ``GET /monitoring/events?type=``; ``GET /monitoring/requests``;
   ``GET|PUT|DELETE /control/monitoring``
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import hmac
 import json
 import logging
@@ -137,6 +140,15 @@ class Faults(_Control):
         return names
 
 
+class Replies(_Control):
+    """How recipients answer: a share ``stop_rate`` of delivered SMS gets a STOP back, addressed ``to`` the tenant."""
+
+    stop_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    to: str | None = None
+    """The number the replies are sent to: the tenant's sending number (it maps the reply to the tenant)."""
+    seed: int | None = None
+
+
 class SinkFault(_Control):
     """How the monitoring sink answers: ``down`` → 503; a non-2xx ``status`` → that status, unrecorded."""
 
@@ -232,6 +244,10 @@ class SandboxState:
     events: list[dict[str, Any]] = field(default_factory=list)
     sink: SinkFault = field(default_factory=SinkFault)
     sink_counters: collections.Counter[str] = field(default_factory=collections.Counter)
+    replies: Replies = field(default_factory=Replies)
+    reply_rng: random.Random = field(default_factory=random.Random)
+    relaying: set[asyncio.Task[None]] = field(default_factory=set)
+    """STOP replies being relayed in the background (kept so none is garbage-collected mid-flight)."""
     quota_used: int = 0
     in_flight: int = 0
     """Send calls being handled right now (held by injected latency or a hang): the client holds them in flight."""
@@ -261,6 +277,7 @@ class SandboxState:
         self.sink_counters.clear()
         self.quota_limit = self.settings.quota_limit
         self.quota_used = 0
+        self.replies = Replies()
 
     def quota_view(self) -> dict[str, Any]:
         """Quota limit, usage and their ratio (usage / limit)."""
@@ -387,6 +404,11 @@ async def _handle_send(request: Request, st: SandboxState) -> Response:
     st.quota_used += 1
     st.counters["delivered"] += 1
     _note(request, f"delivered provider_id={delivery.provider_id} {who}")
+    replies = st.replies
+    if send.channel == "sms" and replies.to and st.reply_rng.random() < replies.stop_rate:
+        task = asyncio.create_task(_relay_stop(st, send.to, replies.to))
+        st.relaying.add(task)
+        task.add_done_callback(st.relaying.discard)
     return JSONResponse({"provider_id": delivery.provider_id, "status": "accepted"})
 
 
@@ -401,16 +423,18 @@ def _float_param(request: Request, name: str) -> float | None:
 
 
 async def list_deliveries(request: Request) -> Response:
-    """Recorded deliveries in arrival order, filtered by ``message_id``, ``tenant_id``, ``since`` (unix s)."""
+    """Recorded deliveries in arrival order, filtered by ``message_id``, ``tenant_id``, ``to``, ``since`` (unix s)."""
     st = sandbox_state(request)
     message_id = request.query_params.get("message_id")
     tenant_id = request.query_params.get("tenant_id")
+    to = request.query_params.get("to")
     since = _float_param(request, "since")
     found = [
         asdict(d)
         for d in st.deliveries
         if (message_id is None or d.message_id == message_id)
         and (tenant_id is None or d.tenant_id == tenant_id)
+        and (to is None or d.to == to)
         and (since is None or d.received_at >= since)
     ]
     return JSONResponse({"count": len(found), "deliveries": found})
@@ -492,10 +516,22 @@ async def relay_inbound(request: Request) -> Response:
     """Post a recipient's reply to ``INBOUND_WEBHOOK_URL``, signed; answer the platform's status."""
     reply = await parse_body(request, InboundReply)
     st = sandbox_state(request)
+    answer = await _relay(request, st, reply.from_, reply.to, reply.body)
+    return JSONResponse({"delivered_status": answer.status_code, "response": _response_body(answer)})
+
+
+async def _relay_stop(st: SandboxState, sender: str, to: str) -> None:
+    """A recipient's STOP reply (``/control/replies``), relayed in the background; a failure is only logged."""
+    with contextlib.suppress(ApiError):
+        await _relay(None, st, sender, to, "STOP")
+
+
+async def _relay(request: Request | None, st: SandboxState, sender: str, to: str, body: str) -> httpx.Response:
+    """Post one reply to ``INBOUND_WEBHOOK_URL``, signed; the outcome is noted on ``request`` when one is given."""
     url = st.settings.inbound_webhook_url
     if not url:
         raise ApiError(409, "NO_INBOUND_URL", "INBOUND_WEBHOOK_URL is not set for this sandbox")
-    payload = {"from": reply.from_, "to": reply.to, "body": reply.body, "received_at": time.time()}
+    payload = {"from": sender, "to": to, "body": body, "received_at": time.time()}
     raw = json.dumps(payload).encode()
     headers = {
         "content-type": "application/json",
@@ -506,10 +542,38 @@ async def relay_inbound(request: Request) -> Response:
             answer = await client.post(url, content=raw, headers=headers)
     except httpx.HTTPError as exc:
         detail = f"{type(exc).__name__}: {exc or 'no detail'}"
-        _note(request, f"inbound undelivered ({detail})")
+        if request is not None:
+            _note(request, f"inbound undelivered ({detail})")
+        else:
+            log.warning("STOP reply from %s undelivered: %s", sender, detail)
         raise ApiError(502, "INBOUND_UNDELIVERED", detail) from None
-    _note(request, f"inbound relayed, platform answered {answer.status_code}")
-    return JSONResponse({"delivered_status": answer.status_code, "response": _response_body(answer)})
+    if request is not None:
+        _note(request, f"inbound relayed, platform answered {answer.status_code}")
+    return answer
+
+
+async def get_replies(request: Request) -> Response:
+    """The recipients' reply behaviour now."""
+    return JSONResponse(sandbox_state(request).replies.model_dump())
+
+
+async def put_replies(request: Request) -> Response:
+    """Make recipients reply STOP to a share of delivered SMS; a null seed picks one, echoed back for replay."""
+    replies = await parse_body(request, Replies)
+    if replies.stop_rate > 0 and not replies.to:
+        raise ApiError(422, "INVALID_REQUEST", "to: the tenant's sending number, needed when stop_rate > 0")
+    st = sandbox_state(request)
+    st.replies = replies.model_copy(update={"seed": random.randrange(2**31) if replies.seed is None else replies.seed})
+    st.reply_rng = random.Random(st.replies.seed)
+    _note(request, f"replies set {st.replies.model_dump_json()}")
+    return JSONResponse(st.replies.model_dump())
+
+
+async def delete_replies(request: Request) -> Response:
+    """Recipients reply no more."""
+    st = sandbox_state(request)
+    st.replies = Replies()
+    return JSONResponse(st.replies.model_dump())
 
 
 # --- monitoring sink ----------------------------------------------------------------------------
@@ -545,9 +609,9 @@ async def record_event(request: Request) -> Response:
 
 
 async def list_events(request: Request) -> Response:
-    """Recorded monitoring events in arrival order, filtered on the event's ``type`` field."""
-    wanted = request.query_params.get("type")
-    events = [e for e in sandbox_state(request).events if wanted is None or e.get("type") == wanted]
+    """Recorded monitoring events in arrival order, filtered on their fields (``?type=tenant.suspended&tenant_id=``)."""
+    wanted = dict(request.query_params)
+    events = [e for e in sandbox_state(request).events if all(str(e.get(k)) == v for k, v in wanted.items())]
     return JSONResponse({"count": len(events), "events": events})
 
 
@@ -631,6 +695,9 @@ def create_app(settings: SandboxSettings) -> Starlette:
         Route("/control/quota", put_quota, methods=["PUT"]),
         Route("/control/reset", reset, methods=["POST"]),
         Route("/control/inbound", relay_inbound, methods=["POST"]),
+        Route("/control/replies", get_replies, methods=["GET"]),
+        Route("/control/replies", put_replies, methods=["PUT"]),
+        Route("/control/replies", delete_replies, methods=["DELETE"]),
         Route("/control/monitoring", get_monitoring, methods=["GET"]),
         Route("/control/monitoring", put_monitoring, methods=["PUT"]),
         Route("/control/monitoring", delete_monitoring, methods=["DELETE"]),

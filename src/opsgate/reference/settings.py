@@ -32,6 +32,8 @@ class PlatformSettings(BaseModel):
     provider_url: str
     provider_api_key: str
     billing_webhook_secret: str
+    billing_webhook_secret_next: str | None = None
+    """The secret ``PUT /admin/secrets/billing-webhook`` rotates to (none: rotation refused)."""
     provider_webhook_secret: str
     service_user: str = "ops-bot"
     service_password: str
@@ -89,6 +91,16 @@ class PlatformSettings(BaseModel):
         return int(self.scaled(30.0, 2.0) * 1000)
 
     @property
+    def monitoring_relay_interval_s(self) -> float:
+        """How often the monitoring relay re-posts pending events while the webhook is healthy (real: 10 s)."""
+        return self.scaled(10.0, 0.5)
+
+    @property
+    def monitoring_max_backoff_s(self) -> float:
+        """Longest pause between relay passes while the webhook keeps failing (real: 60 s)."""
+        return self.scaled(60.0, 2.0)
+
+    @property
     def effective_backup_interval_s(self) -> float:
         """Scheduled backup interval (real: 4 h, seed 002 'snapshots every 4h'); explicit value wins."""
         if self.backup_interval_s is not None:
@@ -108,6 +120,7 @@ _REQUIRED = {
 _OPTIONAL = {
     "SERVICE_USER": "service_user",
     "MONITORING_WEBHOOK_URL": "monitoring_webhook_url",
+    "BILLING_WEBHOOK_SECRET_NEXT": "billing_webhook_secret_next",
     "OPSGATE_TIME_SCALE": "time_scale",
     "BACKUP_DIR": "backup_dir",
     "BACKUP_INTERVAL_S": "backup_interval_s",

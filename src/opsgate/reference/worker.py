@@ -28,19 +28,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from opsgate.reference import db, provider_client
+from opsgate.reference import db, entitlements, provider_client
+from opsgate.reference.backups import scheduler_for
 from opsgate.reference.database import Database, make_pool
 from opsgate.reference.errors import ApiError
 from opsgate.reference.httpserver import embedded_server
 from opsgate.reference.metrics import PlatformMetrics, RequestMetricsMiddleware
-from opsgate.reference.monitoring import post_event
+from opsgate.reference.monitoring import MonitoringOutbox, StoredEvent, pending_count
 from opsgate.reference.queues import BILLING_WEBHOOKS, SEND_MESSAGES, beat, fast_redis
 from opsgate.reference.settings import PlatformSettings, process_start
 
 log = logging.getLogger("opsgate.reference.worker")
 HEARTBEAT_TTL_S = 24 * 3600.0
+WEBHOOK_LAG_LIMIT_S = 30.0  # seed 001: "**Webhook Processing:** < 30 seconds lag"
 PLAN_EVENTS = {"subscription.created", "subscription.plan_changed", "subscription.canceled"}
 AUDIT_ONLY_EVENTS = {"invoice.paid", "invoice.payment_failed", "invoice.created"}
+THROTTLE_S = 0.5  # the worker-throttled defect: one send at a time, each held this long (2 sends/s at most)
+GLOBAL_KEY = "*"
+"""The cache entry of the global kill switch (never a tenant id: those are UUIDs)."""
 
 
 class PermanentEventError(Exception):
@@ -58,9 +63,13 @@ class WorkerApp:
     """The worker process: queue consumers, heartbeat and HTTP probes."""
 
     settings: PlatformSettings
-    metrics: PlatformMetrics = field(default_factory=lambda: PlatformMetrics("worker"))
+    metrics: PlatformMetrics = field(init=False)
     consumers: list[Worker] = field(default_factory=list)
     _tenants: dict[str, _CachedTenant] = field(default_factory=dict)
+    _throttle: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.metrics = PlatformMetrics("worker", drop_status_label=self.defect("worker-requests-unlabelled"))
 
     def defect(self, name: str) -> bool:
         """True when the named defect is planted."""
@@ -72,13 +81,23 @@ class WorkerApp:
         self.pool = make_pool(s.database_url, max_size=8)
         await self.pool.open(wait=True, timeout=30.0)
         self.db = Database(self.pool, self.metrics)
+        # "ALWAYS backup before migrations!" (seed 003), whoever migrates; its gauge stays off the worker's
+        # /metrics (the api owns backup_last_success_timestamp, and scrapes are summed).
+        backups = scheduler_for(s, PlatformMetrics("worker-migration-backup"))
         async with self.db.connection(timeout_s=10.0) as conn:
-            await db.migrate(conn)
+            await db.migrate(
+                conn,
+                backup=None if backups is None or self.defect("migration-without-backup") else backups.backup_now,
+                skip_newest=self.defect("migration-skipped"),
+            )
         self.redis = fast_redis(s.redis_url)
         self.provider = httpx.AsyncClient(
             base_url=s.provider_url, headers={"Authorization": f"Bearer {s.provider_api_key}"}
         )
         self.http = httpx.AsyncClient()
+        # Events are stored here and posted at once; the api's relay re-posts whatever the webhook did not take.
+        self.monitoring = MonitoringOutbox(self.db, self.http, s.monitoring_webhook_url, self.metrics,
+                                           defects=s.defects.names)  # fmt: skip
         opts: dict[str, Any] = {
             "connection": s.redis_url,
             "lockDuration": s.lock_duration_ms,
@@ -99,6 +118,7 @@ class WorkerApp:
         self._heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._heartbeat
+        await self.monitoring.close()
         await self.provider.aclose()
         await self.http.aclose()
         await self.redis.aclose()
@@ -123,6 +143,19 @@ class WorkerApp:
             self._tenants[tenant_id] = cached
         return cached.blocked
 
+    async def _sending_stopped(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """The global kill switch is on, as seen through the same cache (``tenant_cache_ttl_s``) as a tenant's."""
+        cached = self._tenants.get(GLOBAL_KEY)
+        now = time.monotonic()
+        if cached is None or now - cached.fetched_at > self.settings.tenant_cache_ttl_s:
+            cached = _CachedTenant(bool(await db.get_setting(conn, db.GLOBAL_KILL_SWITCH_KEY, False)), now)
+            self._tenants[GLOBAL_KEY] = cached
+        return cached.blocked
+
+    async def _monitoring_backlog(self) -> int:
+        async with self.db.connection() as conn:
+            return await pending_count(conn)
+
     async def _delay(self, job: Job, token: str, delay_s: float) -> None:
         await job.moveToDelayed(int((time.time() + delay_s) * 1000), token)
         raise DelayedError()
@@ -133,13 +166,24 @@ class WorkerApp:
         """Send one message: claim it, respect the kill switch, call the provider, record the outcome."""
         message_id = str(job.data["message_id"])
         s = self.settings
+        if self.defect("worker-throttled"):
+            async with self._throttle:
+                await asyncio.sleep(THROTTLE_S)
         async with self.db.connection() as conn:
             cur = await conn.execute("SELECT tenant_id::text FROM messages WHERE id = %s", (message_id,))
             found = await cur.fetchone()
             if found is None:
                 return "unknown-message"
             # The kill switch is checked before the claim, so a held message stays 'queued' throughout.
-            if await self._tenant_blocked(conn, found[0]) and not self.defect("kill-switch-ignored"):
+            stopped = await self._sending_stopped(conn) and not self.defect("global-kill-switch-skips-queued")
+            if stopped or (await self._tenant_blocked(conn, found[0]) and not self.defect("kill-switch-ignored")):
+                if self.defect("held-sends-set-aside"):
+                    # Parked "until resume", but nothing on resume looks for parked sends; the sweeper skips them.
+                    await conn.execute(
+                        "UPDATE messages SET next_attempt_at = 'infinity' WHERE id = %s AND status = 'queued'",
+                        (message_id,),
+                    )
+                    return "held"
                 recheck_s = s.tenant_cache_ttl_s
                 await conn.execute(
                     "UPDATE messages SET next_attempt_at = now() + make_interval(secs => %s)"
@@ -161,6 +205,11 @@ class WorkerApp:
 
         if self.defect("worker-acks-without-send"):
             result = provider_client.SendResult(ok=True, provider_id="ack-without-send")
+        elif self.defect("monitoring-failure-blocks-sends") and await self._monitoring_backlog():
+            # Fail closed on observability: "no send while its failure could not be reported".
+            result = provider_client.SendResult(ok=False, reason="monitoring webhook failing: send held back")
+        elif channel == "email" and self.defect("email-sends-fail"):
+            result = provider_client.SendResult(ok=False, reason="no provider route for channel 'email'")
         else:
             result = await provider_client.send(
                 self.provider,
@@ -206,25 +255,19 @@ class WorkerApp:
                 )
                 return "dropped"
             if attempts >= s.max_attempts:
-                await conn.execute(
-                    "UPDATE messages SET status = 'dead', updated_at = now(), failure_reason = %s WHERE id = %s",
-                    (f"{reason} (gave up after {attempts} attempts)", message_id),
-                )
-                self.metrics.messages.labels(channel, "dead", tenant_id).inc()
-                if not self.defect("monitoring-webhook-silent"):
-                    await post_event(
-                        self.http,
-                        s.monitoring_webhook_url,
-                        self.metrics,
-                        {
-                            "type": "notification.failure",
-                            "channel": channel,
-                            "tenant_id": tenant_id,
-                            "message_id": message_id,
-                            "reason": reason,
-                            "attempts": attempts,
-                        },
+                event: StoredEvent | None = None
+                async with conn.transaction():  # the dead letter and its failure event, or neither
+                    await conn.execute(
+                        "UPDATE messages SET status = 'dead', updated_at = now(), failure_reason = %s WHERE id = %s",
+                        (f"{reason} (gave up after {attempts} attempts)", message_id),
                     )
+                    if not self.defect("monitoring-webhook-silent"):
+                        failure = {"type": "notification.failure", "channel": channel, "tenant_id": tenant_id,
+                                   "message_id": message_id, "reason": reason, "attempts": attempts}  # fmt: skip
+                        event = await self.monitoring.store(conn, failure)
+                self.metrics.messages.labels(channel, "dead", tenant_id).inc()
+                if event is not None:
+                    self.monitoring.post_soon(event)  # in the background: the sink never holds up a job
                 return "dead"
             delay_s = result.retry_after_s
             if delay_s is None:
@@ -242,6 +285,8 @@ class WorkerApp:
     async def process_billing_event(self, job: Job, token: str) -> str:
         """Apply one billing event exactly once: side effects, audit row and status in one transaction."""
         event_id = str(job.data["event_id"])
+        if self.defect("webhook-processing-slow"):
+            await asyncio.sleep(self.settings.scaled(WEBHOOK_LAG_LIMIT_S * 3, 3.0))
         try:
             async with self.db.connection() as conn, conn.transaction():
                 cur = await conn.execute(
@@ -255,9 +300,11 @@ class WorkerApp:
                 if status in ("processed", "failed") and not self.defect("duplicate-webhook-processed"):
                     return f"already-{status}"
                 await self._apply_billing_event(conn, event_id, event_type, payload.get("data") or {})
+                # The defect keys the status update by the row id, which never equals an event id: no row changes.
+                key = "id::text" if self.defect("webhook-status-not-saved") else "event_id"
                 cur = await conn.execute(
                     "UPDATE billing_webhook_events SET status = 'processed', attempts = attempts + 1,"
-                    " processed_at = now(), last_error = NULL WHERE event_id = %s"
+                    f" processed_at = now(), last_error = NULL WHERE {key} = %s"
                     " RETURNING extract(epoch FROM processed_at - received_at)",
                     (event_id,),
                 )
@@ -286,15 +333,22 @@ class WorkerApp:
         if await cur.fetchone() is None:
             raise PermanentEventError(f"unknown tenant {tenant_id!r}")
         if event_type in ("subscription.created", "subscription.plan_changed"):
-            plan = str(data.get("plan") or data.get("planId") or "core")
-            await conn.execute("UPDATE tenants SET plan = %s WHERE id = %s", (plan, tenant_id))
+            # Seed 002 posts a plan id (``planId``); a plan code (``plan``) is accepted too.
+            try:
+                plan = await entitlements.find_plan(conn, str(data.get("planId") or data.get("plan") or "core"))
+            except entitlements.UnknownPlan as exc:
+                raise PermanentEventError(str(exc)) from None
+            keep_old = self.defect("plan-change-keeps-old-modules")
+            await entitlements.apply_plan(conn, tenant_id, plan, keep_old=keep_old)
         elif event_type == "subscription.canceled":
-            await conn.execute("UPDATE tenants SET plan = 'none' WHERE id = %s", (tenant_id,))
+            drop_overrides = self.defect("cancellation-drops-overrides")
+            await entitlements.remove_plan(conn, tenant_id, drop_overrides=drop_overrides)
+        misfiled = self.defect("billing-audit-misfiled")
         await db.audit(
             conn,
             tenant_id=tenant_id,
-            module="billing",
-            action=f"billing.{event_type}",
+            module="webhooks" if misfiled else "billing",
+            action=event_type if misfiled else f"billing.{event_type}",
             entity_type="billing_webhook_event",
             entity_id=event_id,
             actor="billing-worker",
@@ -330,14 +384,10 @@ class WorkerApp:
             self.db.refresh_gauges()
             return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-        app = Starlette(
-            routes=[
-                Route("/healthz", healthz),
-                Route("/health", healthz),
-                Route("/readyz", readyz),
-                Route("/metrics", metrics),
-            ]
-        )
+        routes = [Route("/healthz", healthz), Route("/health", healthz), Route("/readyz", readyz)]
+        if self.defect("worker-health-route-missing"):  # renamed to the probes' /healthz; the runbook's /health gone
+            routes = [route for route in routes if route.path != "/health"]
+        app = Starlette(routes=[*routes, Route("/metrics", metrics)])
         app.add_middleware(RequestMetricsMiddleware, metrics=self.metrics)
         return app
 

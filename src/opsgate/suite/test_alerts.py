@@ -10,17 +10,20 @@ from pathlib import Path
 import httpx
 import promql_parser
 import pytest
+import yaml
 
 from opsgate.alerts import promtool
 from opsgate.alerts.conformance import differences, normalise, top_comparison
-from opsgate.alerts.rulefiles import AlertRule, read_rules, resolve, rule_paths
-from opsgate.config import Target
+from opsgate.alerts.rulefiles import AlertRule, read_rules, recorded_names, resolve, rule_paths
+from opsgate.config import Target, parse_duration
 from opsgate.evidence.recorder import Recorder
 from opsgate.evidence.records import CheckRecord
 from opsgate.probes import metrics
 
 pytestmark = pytest.mark.alerts
 REQUIRED_ANNOTATIONS = ("summary", "runbook_url")
+PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS"})
+"""Series Prometheus writes itself, per scrape or rule: no target exposes them."""
 
 
 def _rules(target: Target) -> dict[str, AlertRule]:
@@ -73,7 +76,7 @@ async def test_alert_lint(rule_name: str, target: Target, evidence: Recorder) ->
     if target.metrics.scrape:
         async with httpx.AsyncClient() as client:
             exposed = (await metrics.scrape(client, target.metrics.scrape)).names
-        missing = sorted(metric_names(rule.expr) - exposed)
+        missing = sorted(metric_names(rule.expr) - exposed - PROMETHEUS_SERIES - recorded_names(rule_paths(target)))
         if missing:
             problems.append(f"uses metrics the target does not expose: {', '.join(missing)}")
     record.finished_at = time.time()
@@ -104,39 +107,172 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+class RoutingUnavailable(Exception):
+    """amtool or the Alertmanager URL is missing, or amtool failed: the check errs, it does not fail."""
+
+
+def routed_receiver(target: Target, labels: dict[str, str]) -> str:
+    """The receiver Alertmanager routes an alert with ``labels`` to (``amtool config routes test``)."""
+    if target.alerts.alertmanager is None:
+        raise RoutingUnavailable("alert routing checks need alerts.alertmanager")
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        raise RoutingUnavailable("amtool not found: apt-get install prometheus-alertmanager")
+    result = subprocess.run(
+        [amtool, "config", "routes", "test", f"--alertmanager.url={target.alerts.alertmanager}",
+         *(f"{k}={v}" for k, v in sorted(labels.items()))],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RoutingUnavailable(f"amtool failed: {(result.stderr or result.stdout).strip()[:300]}")
+    return result.stdout.strip()
+
+
 async def test_alert_routing(severity: str, target: Target, evidence: Recorder) -> None:
     """Alertmanager routes each severity to its documented receiver (``amtool config routes test``)."""
     expected = target.alerts.routing[severity]
     record = CheckRecord(id=severity, kind="alert-routing", verdict="pass", threshold=expected, started_at=time.time(),
                          claim=target.alerts.routing_claims.get(severity))  # fmt: skip
-    if target.alerts.alertmanager is None:
+    try:
+        got = routed_receiver(target, {"severity": severity, "alertname": "OpsgateRoutingProbe"})
+    except RoutingUnavailable as exc:
         record.verdict = "error"
-        record.message = "alerts.routing needs alerts.alertmanager"
+        record.message = str(exc)
         evidence.conclude(record)
         return
-    amtool = shutil.which("amtool")
-    if amtool is None:
-        record.verdict = "error"
-        record.message = "amtool not found: apt-get install prometheus-alertmanager"
-        evidence.conclude(record)
-        return
-    result = subprocess.run(
-        [amtool, "config", "routes", "test", f"--alertmanager.url={target.alerts.alertmanager}", f"severity={severity}",
-         "alertname=OpsgateRoutingProbe"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    got = result.stdout.strip()
     record.measured = got
     record.finished_at = time.time()
-    if result.returncode != 0:
-        record.verdict = "error"
-        record.message = f"amtool failed: {(result.stderr or result.stdout).strip()[:300]}"
-    elif got != expected:
+    if got != expected:
         record.verdict = "fail"
         record.message = f"severity={severity} routes to {got!r}, documented {expected!r}"
     else:
         record.message = f"severity={severity} → {got}"
     evidence.conclude(record)
+
+
+async def test_alert_route(alert_route_name: str, target: Target, evidence: Recorder) -> None:
+    """Each listed alert carries the documented severity, and its own labels route to the documented receiver."""
+    spec = next(r for r in target.alerts.routes if r.name == alert_route_name)
+    record = CheckRecord(id=spec.name, kind="alert-route", verdict="pass", threshold=spec.receiver, claim=spec.claim,
+                         started_at=time.time())  # fmt: skip
+    rules = _rules(target)
+    problems, routed = [], []
+    try:
+        for alert in spec.alerts:
+            rule = rules.get(alert)
+            if rule is None:
+                problems.append(f"{alert}: no such alert rule in {', '.join(target.alerts.rules)}")
+                continue
+            severity = rule.labels.get("severity")
+            if spec.severity is not None and severity != spec.severity:
+                problems.append(f"{alert}: severity {severity!r}, documented {spec.severity!r}")
+            got = routed_receiver(target, {**rule.labels, "alertname": alert})
+            routed.append(f"{alert} → {got}")
+            if got != spec.receiver:
+                problems.append(f"{alert} (severity {severity!r}) routes to {got!r}, documented {spec.receiver!r}")
+    except RoutingUnavailable as exc:
+        record.verdict = "error"
+        record.message = str(exc)
+        evidence.conclude(record)
+        return
+    record.measured = ", ".join(routed)
+    record.finished_at = time.time()
+    if problems:
+        record.verdict = "fail"
+        record.message = "; ".join(problems)
+    else:
+        record.message = f"{len(spec.alerts)} alert(s), each severity={spec.severity} and routed to {spec.receiver}"
+    evidence.conclude(record)
+
+
+async def test_alert_severities(severity_levels: str, target: Target, evidence: Recorder) -> None:
+    """Each documented severity level is routed by Alertmanager as documented; no rule uses an undocumented one."""
+    spec = target.alerts.severities
+    assert spec is not None
+    record = CheckRecord(id=severity_levels, kind="alert-severities", verdict="pass", claim=spec.claim,
+                         threshold=", ".join(spec.levels), started_at=time.time())  # fmt: skip
+    problems = []
+    documented = set(target.alerts.routing)
+    for rule in _rules(target).values():
+        severity = rule.labels.get("severity")
+        if severity not in documented:
+            problems.append(f"{rule.alert}: severity {severity!r} is none of {', '.join(sorted(documented))}")
+    routed = []
+    try:
+        for level in spec.levels:
+            got = routed_receiver(target, {"severity": level, "alertname": "OpsgateSeverityProbe"})
+            routed.append(f"{level} → {got}")
+            if got != target.alerts.routing[level]:
+                problems.append(f"severity={level} routes to {got!r}, documented {target.alerts.routing[level]!r}")
+    except RoutingUnavailable as exc:
+        record.verdict = "error"
+        record.message = str(exc)
+        evidence.conclude(record)
+        return
+    record.measured = ", ".join(routed)
+    record.finished_at = time.time()
+    if problems:
+        record.verdict = "fail"
+        record.message = "; ".join(problems)
+    else:
+        record.message = f"routed: {record.measured}; every rule's severity documented"
+    evidence.conclude(record)
+
+
+async def test_rules_applied(applied_group: str, target: Target, evidence: Recorder) -> None:
+    """Every alerting rule of the group is loaded in the running Prometheus, with the file's threshold and ``for``."""
+    spec = next(a for a in target.alerts.applied if a.group == applied_group)
+    record = CheckRecord(id=spec.group, kind="rules-applied", verdict="pass", claim=spec.claim, started_at=time.time())
+    written = group_rules(target, spec.group)
+    problems = [] if written else [f"no alerting rule group {spec.group!r} in {', '.join(target.alerts.rules)}"]
+    if target.metrics.prometheus is None:
+        record.verdict = "error"
+        record.message = "alerts.applied needs metrics.prometheus"
+        evidence.conclude(record)
+        return
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{target.metrics.prometheus}/api/v1/rules", params={"type": "alert"}, timeout=10)
+    loaded = {r["name"]: r for g in response.json()["data"]["groups"] for r in g["rules"]}
+    for rule in written:
+        running = loaded.get(rule.alert)
+        if running is None:
+            problems.append(f"{rule.alert} is not loaded in Prometheus at {target.metrics.prometheus}")
+            continue
+        want, got = top_comparison(rule.expr), top_comparison(running["query"])
+        if want != got:
+            problems.append(f"{rule.alert}: Prometheus runs {got}, the rule file says {want}")
+        wanted_for = target.scaled(promtool_for_s(rule.for_text))
+        got_for = float(running.get("duration", 0))
+        if not (wanted_for * 0.5 <= got_for <= max(wanted_for * 1.5, 1.0)):
+            problems.append(f"{rule.alert}: Prometheus runs for {got_for:g}s, the file's {rule.for_text or '0s'} "
+                            f"x {target.time_scale:g} is {wanted_for:g}s")  # fmt: skip
+    record.measured = len([r for r in written if r.alert in loaded])
+    record.threshold = len(written)
+    record.finished_at = time.time()
+    if problems:
+        record.verdict = "fail"
+        record.message = "; ".join(problems)
+    else:
+        record.message = (
+            f"{len(written)} rule(s) of group {spec.group} loaded as written: {', '.join(r.alert for r in written)}"
+        )
+    evidence.conclude(record)
+
+
+def promtool_for_s(text: str) -> float:
+    """A rule's ``for`` text in seconds (0 when absent)."""
+    return parse_duration(text) if text else 0.0
+
+
+def group_rules(target: Target, group: str) -> list[AlertRule]:
+    """The alerting rules of the named group in the target's rule files."""
+    rules = []
+    for path in rule_paths(target):
+        document = yaml.safe_load(path.read_text()) or {}
+        names = [r["alert"] for g in document.get("groups", []) if g.get("name") == group for r in g.get("rules", [])
+                 if "alert" in r]  # fmt: skip
+        rules += [r for r in read_rules([path]) if r.alert in names]
+    return rules
 
 
 async def deployed_differences(target: Target, alert: str, threshold: float | None) -> list[str]:

@@ -8,11 +8,11 @@ import time
 import httpx
 import pytest
 
-from opsgate.alerts.live import AlertTimeout, LiveAlerts
+from opsgate.alerts.live import AlertTimeout, LiveAlerts, missing_diagnostics
 from opsgate.config import Target
 from opsgate.evidence.recorder import Recorder
 from opsgate.evidence.records import CheckRecord, Sample
-from opsgate.flows import FlowFailed, FlowRun, run_steps
+from opsgate.flows import FlowFailed, FlowRun, fresh_variables, run_steps
 from opsgate.probes.base import ProbeError
 from opsgate.traffic import drive
 
@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.alerts, pytest.mark.destructive]
 
 async def test_alert_live(live_alert_name: str, target: Target, evidence: Recorder) -> None:
     """Trip → pending → firing → notified at the receiver → restore → resolved, each within its deadline."""
-    spec = next(live for live in target.alerts.live if live.alert == live_alert_name)
-    record = CheckRecord(id=spec.alert, kind="alert-live", verdict="pass", claim=spec.claim, unit="s",
+    spec = next(live for live in target.alerts.live if live.id == live_alert_name)
+    record = CheckRecord(id=spec.id, kind="alert-live", verdict="pass", claim=spec.claim, unit="s",
                          started_at=time.time())  # fmt: skip
     prometheus, receiver = target.metrics.prometheus, target.alerts.receiver
     if prometheus is None or receiver is None:
@@ -34,16 +34,18 @@ async def test_alert_live(live_alert_name: str, target: Target, evidence: Record
     resolve_s = target.scaled(spec.resolve_within, floor_s=5.0)
     events: list[tuple[str, float]] = []
     stop = asyncio.Event()
-    steps = FlowRun()
+    steps = FlowRun(variables=fresh_variables())  # the trip's saves (a login's token) survive a failing later step
     async with httpx.AsyncClient() as client:
         alerts = LiveAlerts(client, prometheus, receiver)
         traffic = None
+        trip_started = False
         try:
             if await alerts.state(spec.alert) != "inactive":
                 raise AlertTimeout(f"{spec.alert} is already active before the trip: no steady state to start from")
             steady = await alerts.active()
             tripped = time.time()
-            steps = await run_steps(client, target, spec.trip)
+            trip_started = True
+            await run_steps(client, target, spec.trip, steps)
             events.append(("tripped", tripped))
             if spec.traffic is not None:
                 traffic = asyncio.create_task(drive(client, target, spec.traffic, fire_s, stop))
@@ -55,6 +57,13 @@ async def test_alert_live(live_alert_name: str, target: Target, evidence: Record
                 raise AlertTimeout(
                     f"{spec.alert} reached receiver {notified['receiver']!r}, expected {spec.receiver!r}"
                 )
+            missing = missing_diagnostics(notified, spec.diagnostics)
+            if missing:
+                raise AlertTimeout(
+                    f"{spec.alert} reached {notified['receiver']!r} without its diagnostics: no {', '.join(missing)}"
+                )
+            if spec.diagnostics:
+                events.append((f"diagnostics ({', '.join(spec.diagnostics)})", time.time()))
             record.measured = round(notified["received_at"] - tripped, 2)
         except (AlertTimeout, ProbeError, FlowFailed) as exc:
             record.verdict = "fail"
@@ -63,18 +72,32 @@ async def test_alert_live(live_alert_name: str, target: Target, evidence: Record
             stop.set()
             if traffic is not None:
                 await traffic
-            restored = time.time()
-            await run_steps(client, target, spec.restore, steps)
-            events.append(("restored", restored))
+            if trip_started:  # nothing to undo when the check failed before tripping anything
+                restored = time.time()
+                try:
+                    await run_steps(client, target, spec.restore, steps)
+                except FlowFailed as exc:  # the target may be left tripped: an error, saying what did not undo
+                    record.verdict = "error"
+                    record.message = f"{record.message + '; ' if record.message else ''}restore failed: {exc}"
+                events.append(("restored", restored))
         if record.verdict == "pass":
+            rolling = None
+            if spec.traffic is not None and spec.traffic_through_restore:
+                stop = asyncio.Event()
+                rolling = asyncio.create_task(drive(client, target, spec.traffic, resolve_s, stop))
             try:
                 resolved = await alerts.wait_notified(spec.alert, "resolved", since=restored, within_s=resolve_s)
                 events.append(("resolved", resolved["received_at"]))
+                stop.set()
                 # Nothing left broken: every alert the trip set off is gone again, not only the one judged.
                 events.append(("steady", await alerts.wait_active_within(steady, within_s=resolve_s)))
             except AlertTimeout as exc:
                 record.verdict = "fail"
                 record.message = str(exc)
+            finally:
+                stop.set()
+                if rolling is not None:
+                    await rolling
     record.samples = [Sample(at, None, True, name) for name, at in events]
     record.finished_at = time.time()
     timeline = ", ".join(f"{name} +{at - events[0][1]:.1f}s" for name, at in events)

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from opsgate.config import Target
+from opsgate.diagnosis import explain
 from opsgate.evidence.recorder import Recorder
 from opsgate.evidence.records import CheckRecord
 from opsgate.flows import FlowFailed, run_flow
@@ -26,6 +27,8 @@ async def test_flow(flow_name: str, target: Target, evidence: Recorder) -> None:
         except (FlowFailed, ProbeError) as exc:
             record.verdict = "fail"
             record.message = str(exc)
+            if flow.diagnose is not None:  # the runbook's diagnosis steps, so the evidence already says why
+                record.message += f"; {await explain(client, target, flow.diagnose)}"
         else:
             record.measured = round(run.duration_s, 3)
             record.message = "; ".join(run.steps)

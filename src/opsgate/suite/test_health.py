@@ -12,7 +12,7 @@ from opsgate.gates import Measure, Rule, judge
 from opsgate.plugin import health_checks
 from opsgate.probes import datastores
 from opsgate.probes.base import ProbeError
-from opsgate.probes.http import request, subset_mismatch
+from opsgate.probes.http import contains_mismatch, request, subset_mismatch
 from opsgate.probes.queues import queue_depth
 
 pytestmark = pytest.mark.smoke
@@ -39,6 +39,8 @@ async def test_health(health_check: str, target: Target, evidence: Recorder) -> 
                  for k, v in expect.headers.items() if observed.headers.get(k.lower()) != v),
                 None,
             )  # fmt: skip
+        if problem is None:
+            problem = contains_mismatch(expect.contains, observed)
         if problem is None and expect.max_latency_ms is not None and observed.latency_ms >= expect.max_latency_ms:
             problem = f"latency {observed.latency_ms:.0f} ms, expected < {expect.max_latency_ms:g} ms"
         last.append(problem or "")
