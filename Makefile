@@ -25,7 +25,7 @@ typecheck: .venv
 
 ## make test: lint, types, then opsgate's own tests (real PostgreSQL, Redis, ...).
 test: lint typecheck
-	$(BIN)/pytest -m "not matrix"
+	$(BIN)/pytest -m "not matrix" --durations=40
 
 ## make drill-matrix: the longest drill x defect cases (tests/chaos, marker matrix), outside make test's budget.
 drill-matrix: .venv

@@ -10,8 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import BACKUP_INTERVAL_S, TIME_SCALE, NewTenant, admin_login
+from helpers import BACKUP_INTERVAL_S, TIME_SCALE, HealthyRun, NewTenant, admin_login, run_opsgate
 from opsgate.environments.local import LocalEnvironment
+
+CHAOS = Path(__file__).resolve().parents[1] / "chaos"
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +66,23 @@ def new_tenant(api: httpx.AsyncClient, admin_headers: dict[str, str]) -> NewTena
 def reports_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scratch reports directory, so tests never write into the repository's reports/."""
     return tmp_path_factory.mktemp("reports")
+
+
+@pytest.fixture(scope="session")
+def healthy_gate(tmp_path_factory: pytest.TempPathFactory) -> HealthyRun:
+    """``opsgate gate`` on the embedded default, healthy: run once, judged by every test that asks (a full gate
+    costs a minute; the CLI's end-to-end test and the alert-coverage tests read the same run)."""
+    folder = tmp_path_factory.mktemp("healthy-gate")
+    result = run_opsgate(["gate"], timeout_s=300, env={"OPSGATE_REPORTS_DIR": str(folder / "reports")})
+    return HealthyRun(result, folder)
+
+
+@pytest.fixture(scope="session")
+def healthy_drill(tmp_path_factory: pytest.TempPathFactory) -> HealthyRun:
+    """``opsgate drill`` with every drill (chaos/ and the declared ones) and the job-drill live alert checks, on a
+    healthy platform: run once (five minutes), judged by every test that asks."""
+    folder = tmp_path_factory.mktemp("healthy-drill")
+    args = ["drill", "--chaos", str(CHAOS), "--drill-logs", str(folder / "drills")]
+    env = {"OPSGATE_DEFECTS": "", "OPSGATE_STATE_DIR": str(folder / "state"),
+           "OPSGATE_REPORTS_DIR": str(folder / "reports")}  # fmt: skip
+    return HealthyRun(run_opsgate(args, timeout_s=1200, env=env), folder)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +173,25 @@ def live_checks_in_the_gate(target_text: str) -> str:
     judges them with the gate's other checks."""
     assert "      job: drill\n" in target_text
     return target_text.replace("      job: drill\n", "")
+
+
+@dataclass(frozen=True)
+class HealthyRun:
+    """One ``opsgate`` run on a fresh, healthy reference platform: its exit, output and evidence."""
+
+    result: subprocess.CompletedProcess[str]
+    folder: Path
+    """The run's scratch folder (reports/, and for a drill run drills/ and state/)."""
+
+    @property
+    def run_dir(self) -> Path:
+        return (self.folder / "reports" / "latest").resolve()
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.run_dir / "summary.json").read_text())
+        return data
+
+    @property
+    def checks(self) -> dict[str, dict[str, Any]]:
+        return {c["id"]: c for c in self.summary["checks"]}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_opsgate
+from helpers import HealthyRun, run_opsgate
 from opsgate.evidence.drill_logs import read_front_matter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +106,8 @@ def drill(tmp_path: Path, match: str | None, defects: str = "") -> tuple[int, st
     args = ["drill", "--chaos", str(CHAOS), "--drill-logs", str(tmp_path / "drills")]
     if match:
         args += ["--match", match]
-    env = {"OPSGATE_DEFECTS": defects, "OPSGATE_STATE_DIR": str(tmp_path / "state")}
+    env = {"OPSGATE_DEFECTS": defects, "OPSGATE_STATE_DIR": str(tmp_path / "state"),
+           "OPSGATE_REPORTS_DIR": str(tmp_path / "reports")}  # fmt: skip
     result = run_opsgate(args, timeout_s=1200, env=env)
     output = result.stdout + result.stderr
     report = next((line for line in output.splitlines() if "report: " in line), "")
@@ -116,18 +117,17 @@ def drill(tmp_path: Path, match: str | None, defects: str = "") -> tuple[int, st
 
 
 @pytest.mark.timeout(1300)  # one run of every drill: minutes (run_opsgate stops it at 1200 s, cleanly)
-def test_every_drill_passes_on_the_healthy_platform_and_leaves_a_log(tmp_path: Path) -> None:
-    code, output, summary = drill(tmp_path, None)
-    checks = summary.get("checks", [])
-    assert code == 0, output[-4000:]
-    assert isinstance(checks, list) and len(checks) >= 14
+def test_every_drill_passes_on_the_healthy_platform_and_leaves_a_log(healthy_drill: HealthyRun) -> None:
+    assert healthy_drill.result.returncode == 0, (healthy_drill.result.stdout + healthy_drill.result.stderr)[-4000:]
+    checks = list(healthy_drill.checks.values())
+    assert len(checks) >= 14
     assert {c["verdict"] for c in checks} == {"pass"} and {c["kind"] for c in checks} == {"drill", "alert-live"}
     lives = {c["id"] for c in checks if c["kind"] == "alert-live"}  # the live alert checks of job: drill
     assert lives == {"alert_live[NotificationFailureRateHigh]", "alert_live[ApiErrorRateSev1]",
                      "alert_live[sev2-pages-with-diagnostics]", "alert_live[OptOutRateHigh]"}  # fmt: skip
-    logs = [read_front_matter(p) for p in sorted((tmp_path / "drills" / "local").glob("*.md"))]
+    logs = [read_front_matter(p) for p in sorted((healthy_drill.folder / "drills" / "local").glob("*.md"))]
     assert len(logs) == len(checks) - len(lives) and all(log is not None and log.outcome == "pass" for log in logs)
-    assert not list((tmp_path / "state").glob("*.jsonl")), "the journal must be empty after a clean run"
+    assert not list((healthy_drill.folder / "state").glob("*.jsonl")), "the journal must be empty after a clean run"
 
 
 MATRIX_ONLY = {"data-and-outbox", "switches", "restarts", "retries", "monitoring-silent", "maintenance-sticks",

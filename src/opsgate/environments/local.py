@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -616,13 +617,20 @@ class LocalEnvironment:
         return ManagedProcess("prometheus", argv, _base_env(), self.log_dir / "prometheus.log")
 
     def _wait_alerting_wired(self) -> None:
-        """Ready for a drill = Prometheus knows the Alertmanager and every scrape target is up (FACTS: ~5 s)."""
+        """Ready for a drill = Prometheus knows the Alertmanager, every scrape target is up (FACTS: ~5 s), and every
+        rule group has been evaluated since then: a gate sampling a recording rule at once finds its series (before,
+        ``min(service_uptime_percentage)`` was an empty result for up to a second, and a healthy gate failed)."""
+        up_since: list[float] = []  # the end of the first scrape that found every target up
 
         def wired() -> bool | None:
-            managers = httpx.get(f"{self.prometheus_url}/api/v1/alertmanagers", timeout=1).json()["data"]
-            targets = httpx.get(f"{self.prometheus_url}/api/v1/targets", timeout=1).json()["data"]["activeTargets"]
-            up = targets and all(t["health"] == "up" for t in targets)
-            return True if managers["activeAlertmanagers"] and up else None
+            if not up_since:
+                managers = httpx.get(f"{self.prometheus_url}/api/v1/alertmanagers", timeout=1).json()["data"]
+                targets = httpx.get(f"{self.prometheus_url}/api/v1/targets", timeout=1).json()["data"]["activeTargets"]
+                if not (managers["activeAlertmanagers"] and targets and all(t["health"] == "up" for t in targets)):
+                    return None
+                up_since.append(max(_instant(t["lastScrape"]) + t["lastScrapeDuration"] for t in targets))
+            groups = httpx.get(f"{self.prometheus_url}/api/v1/rules", timeout=1).json()["data"]["groups"]
+            return True if all(_instant(g["lastEvaluation"]) > up_since[0] for g in groups) else None
 
         wait_until(wired, what="Prometheus to discover Alertmanager and scrape every target", timeout_s=READY_TIMEOUT_S,
                    interval_s=0.2, address=self.prometheus_url, log=self.log_dir / "prometheus.log")  # fmt: skip
@@ -748,6 +756,12 @@ class LocalEnvironment:
             return  # never started: nothing to record
         rows = {name: p.record() for name, p in self.processes.items() if p.is_running()}
         (self.log_dir / "processes.json").write_text(json.dumps(rows, indent=2))
+
+
+def _instant(rfc3339: str) -> float:
+    """A Prometheus API timestamp (RFC 3339, nanoseconds, ``Z``) as Unix seconds."""
+    head, _, fraction = rfc3339.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp() + float(f"0.{fraction or 0}")
 
 
 def _base_env() -> dict[str, str]:
