@@ -1,4 +1,5 @@
-"""Post-deploy verification, synthetic checks, smoke (API and browser) and the worker's processing rate.
+"""Post-deploy verification, synthetic checks, smoke (API and browser), the worker's processing rate, and the
+lint of QueueBacklogHigh (its metric must be on a scraped /metrics: the matrix's check for queue-gauge-missing).
 
 The checks of targets/local.yaml citing seed-002.deploy.health, seed-002.monitoring.synthetic-checks,
 seed-004.deploy.smoke-tests, seed-002.onboarding.smoke-e2e and seed-004.health.worker-processing-rate: each passes on
@@ -27,7 +28,8 @@ FLOWS = {
     "browser[admin-smoke-e2e]": "seed-002.onboarding.smoke-e2e",
 }
 RATE_GATE = "gate[worker-processing-rate]"
-FLOWS_MATCH = "post-deploy-verification or synthetic-checks or flow[smoke] or admin-smoke-e2e"
+QUEUE_LINT = "alert_lint[QueueBacklogHigh]"  # its metric, bull_queue_jobs_waiting, must be on a scraped /metrics
+FLOWS_MATCH = f"post-deploy-verification or synthetic-checks or flow[smoke] or admin-smoke-e2e or {QUEUE_LINT}"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def gate(platform: LocalEnvironment, target: Path, tmp_path: Path, match: str) -
 
 def test_each_passes_on_the_healthy_platform(platform: LocalEnvironment, external_target: Path, tmp_path: Path) -> None:
     checks = gate(platform, external_target, tmp_path, f"{FLOWS_MATCH} or worker-processing-rate")
-    assert set(checks) == {*FLOWS, RATE_GATE}, checks.keys()
+    assert set(checks) == {*FLOWS, RATE_GATE, QUEUE_LINT}, checks.keys()
     assert {c["verdict"] for c in checks.values()} == {"pass"}, {k: c["message"] for k, c in checks.items()}
     assert {k: checks[k]["claim"] for k in FLOWS} == FLOWS
     assert checks[RATE_GATE]["claim"] == "seed-004.health.worker-processing-rate"
@@ -76,6 +78,7 @@ def test_the_message_list_needs_a_token(platform: LocalEnvironment) -> None:
 CAUGHT = {
     "queue-gauge-missing": {
         "flow[post-deploy-verification]": "step 2 (GET /metrics): body: expected to contain 'bull_queue_jobs_waiting",
+        QUEUE_LINT: "uses metrics the target does not expose: bull_queue_jobs_waiting",
     },
     "message-list-unauthenticated": {"flow[synthetic-checks]": "expected status 401, got 200"},
     "email-sends-fail": {"flow[smoke]": "status: expected 'delivered', got"},
@@ -89,7 +92,7 @@ def test_each_defect_fails_the_check_that_guards_it(
     expected = {check: line for caught in CAUGHT.values() for check, line in caught.items()}
     with defects_planted(platform, ",".join(CAUGHT)):
         checks = gate(platform, external_target, tmp_path, FLOWS_MATCH)
-    assert set(checks) == set(FLOWS), checks.keys()
+    assert set(checks) == {*FLOWS, QUEUE_LINT}, checks.keys()
     assert {name for name, c in checks.items() if c["verdict"] == "fail"} == set(expected), checks
     for name, line in expected.items():
         assert line in checks[name]["message"], (name, checks[name]["message"])

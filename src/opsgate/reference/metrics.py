@@ -88,7 +88,9 @@ def memory_limit_bytes() -> float:
 class PlatformMetrics:
     """The metric families one platform process exposes on ``/metrics``."""
 
-    def __init__(self, service: str, *, queue_gauges: bool = True, drop_status_label: bool = False) -> None:
+    def __init__(self, service: str, *, queue_gauges: bool = False, drop_status_label: bool = False) -> None:
+        """``queue_gauges``: declare the ``bull_queue_jobs_*`` families (the api, which reads the queues, fills them;
+        a process declaring them empty would hide their absence from the api's /metrics)."""
         self.service = service
         self.drop_status_label = drop_status_label  # defect requests-unlabelled-status
         self.registry = CollectorRegistry()
