@@ -4,8 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
+# Let Python cache compiled modules: with PYTHONDONTWRITEBYTECODE=1 in the caller's environment every opsgate run,
+# and every platform process a test starts, compiles opsgate from source and pytest re-rewrites its asserts (an
+# opsgate gate run's start-up: 5.4 s profiled against 2.6 s with the caches, 2026-12-03).
+unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: .venv test gate drill load bench up lint typecheck unit clean-reports containers matrix drill-matrix
+.PHONY: .venv test gate drill load bench up lint typecheck unit clean-reports containers matrix test-matrix
 
 .venv: $(STAMP)
 
@@ -27,9 +31,10 @@ typecheck: .venv
 test: lint typecheck
 	$(BIN)/pytest -m "not matrix" --durations=40
 
-## make drill-matrix: the longest drill x defect cases (tests/chaos, marker matrix), outside make test's budget.
-drill-matrix: .venv
-	$(BIN)/pytest -m matrix tests/chaos
+## make test-matrix: the tests left out of make test's 30 min (marker matrix): the longer drill x defect groups,
+## every drill healthy, the full gate on containers, more interrupt and defect variants.
+test-matrix: .venv
+	$(BIN)/pytest -m matrix --durations=20
 
 ## make gate: the full gate against the embedded reference platform.
 gate: .venv

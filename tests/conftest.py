@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import BACKUP_INTERVAL_S, TIME_SCALE, HealthyRun, NewTenant, admin_login, run_opsgate
+from helpers import BACKUP_INTERVAL_S, LONG_DRILLS, TIME_SCALE, HealthyRun, NewTenant, admin_login, run_opsgate
 from opsgate.environments.local import LocalEnvironment
 
 CHAOS = Path(__file__).resolve().parents[1] / "chaos"
@@ -77,12 +77,22 @@ def healthy_gate(tmp_path_factory: pytest.TempPathFactory) -> HealthyRun:
     return HealthyRun(result, folder)
 
 
-@pytest.fixture(scope="session")
-def healthy_drill(tmp_path_factory: pytest.TempPathFactory) -> HealthyRun:
-    """``opsgate drill`` with every drill (chaos/ and the declared ones) and the job-drill live alert checks, on a
-    healthy platform: run once (five minutes), judged by every test that asks."""
-    folder = tmp_path_factory.mktemp("healthy-drill")
-    args = ["drill", "--chaos", str(CHAOS), "--drill-logs", str(folder / "drills")]
+def drill_run(folder: Path, match: str | None) -> HealthyRun:
+    """``opsgate drill`` with the drills of chaos/ and the declared ones (``match``: a selection), healthy."""
+    args = ["drill", "--chaos", str(CHAOS), "--drill-logs", str(folder / "drills"), *(["--match", match] * bool(match))]
     env = {"OPSGATE_DEFECTS": "", "OPSGATE_STATE_DIR": str(folder / "state"),
            "OPSGATE_REPORTS_DIR": str(folder / "reports")}  # fmt: skip
     return HealthyRun(run_opsgate(args, timeout_s=1200, env=env), folder)
+
+
+@pytest.fixture(scope="session")
+def healthy_drill(tmp_path_factory: pytest.TempPathFactory) -> HealthyRun:
+    """``opsgate drill`` on a healthy platform, every drill and job-drill live alert check but ``LONG_DRILLS``: run
+    once (about a minute), judged by every test that asks."""
+    return drill_run(tmp_path_factory.mktemp("healthy-drill"), f"not ({' or '.join(LONG_DRILLS)})")
+
+
+@pytest.fixture(scope="session")
+def every_drill_healthy(tmp_path_factory: pytest.TempPathFactory) -> HealthyRun:
+    """``opsgate drill`` with every drill and job-drill live alert check on a healthy platform (five minutes)."""
+    return drill_run(tmp_path_factory.mktemp("every-drill-healthy"), None)

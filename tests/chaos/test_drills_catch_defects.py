@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import HealthyRun, run_opsgate
+from helpers import LONG_DRILLS, HealthyRun, run_opsgate
 from opsgate.evidence.drill_logs import read_front_matter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,23 +116,38 @@ def drill(tmp_path: Path, match: str | None, defects: str = "") -> tuple[int, st
     return result.returncode, output, summary
 
 
-@pytest.mark.timeout(1300)  # one run of every drill: minutes (run_opsgate stops it at 1200 s, cleanly)
-def test_every_drill_passes_on_the_healthy_platform_and_leaves_a_log(healthy_drill: HealthyRun) -> None:
-    assert healthy_drill.result.returncode == 0, (healthy_drill.result.stdout + healthy_drill.result.stderr)[-4000:]
-    checks = list(healthy_drill.checks.values())
-    assert len(checks) >= 14
+def judge_healthy(run: HealthyRun, lives: set[str]) -> list[dict[str, object]]:
+    """Every check of a healthy drill run passed, the live alert checks are ``lives``, each drill left a passing
+    log and the journal is empty; returns the checks."""
+    assert run.result.returncode == 0, (run.result.stdout + run.result.stderr)[-4000:]
+    checks = list(run.checks.values())
     assert {c["verdict"] for c in checks} == {"pass"} and {c["kind"] for c in checks} == {"drill", "alert-live"}
-    lives = {c["id"] for c in checks if c["kind"] == "alert-live"}  # the live alert checks of job: drill
-    assert lives == {"alert_live[NotificationFailureRateHigh]", "alert_live[ApiErrorRateSev1]",
-                     "alert_live[sev2-pages-with-diagnostics]", "alert_live[OptOutRateHigh]"}  # fmt: skip
-    logs = [read_front_matter(p) for p in sorted((healthy_drill.folder / "drills" / "local").glob("*.md"))]
+    assert {c["id"] for c in checks if c["kind"] == "alert-live"} == lives  # the live alert checks of job: drill
+    logs = [read_front_matter(p) for p in sorted((run.folder / "drills" / "local").glob("*.md"))]
     assert len(logs) == len(checks) - len(lives) and all(log is not None and log.outcome == "pass" for log in logs)
-    assert not list((healthy_drill.folder / "state").glob("*.jsonl")), "the journal must be empty after a clean run"
+    assert not list((run.folder / "state").glob("*.jsonl")), "the journal must be empty after a clean run"
+    return checks
+
+
+@pytest.mark.timeout(1300)  # the session's healthy drill run is in its setup (run_opsgate stops it at 1200 s)
+def test_the_short_drills_pass_on_the_healthy_platform_and_leave_a_log(healthy_drill: HealthyRun) -> None:
+    checks = judge_healthy(healthy_drill, {"alert_live[sev2-pages-with-diagnostics]", "alert_live[OptOutRateHigh]"})
+    assert len(checks) >= 20
+    assert not [c["id"] for c in checks if any(long.lower() in c["id"].lower() for long in LONG_DRILLS)]
+
+
+@pytest.mark.matrix
+@pytest.mark.timeout(1300)  # one run of every drill: minutes (run_opsgate stops it at 1200 s, cleanly)
+def test_every_drill_passes_on_the_healthy_platform_and_leaves_a_log(every_drill_healthy: HealthyRun) -> None:
+    lives = {"alert_live[NotificationFailureRateHigh]", "alert_live[ApiErrorRateSev1]",
+             "alert_live[sev2-pages-with-diagnostics]", "alert_live[OptOutRateHigh]"}  # fmt: skip
+    checks = judge_healthy(every_drill_healthy, lives)
+    assert len(checks) >= 14
 
 
 MATRIX_ONLY = {"data-and-outbox", "switches", "restarts", "retries", "monitoring-silent", "maintenance-sticks",
                "slow-route"}  # fmt: skip
-"""The longer groups (1-4 minutes each, 13 minutes in all): run by ``make drill-matrix`` (marker ``matrix``), not
+"""The longer groups (1-4 minutes each, 13 minutes in all): run by ``make test-matrix`` (marker ``matrix``), not
 by ``make test``, which keeps to its 30 minutes with the short groups. Each of their defects is also caught in
 ``make matrix`` (bench/detection_matrix.py)."""
 

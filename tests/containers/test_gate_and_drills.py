@@ -35,6 +35,7 @@ def drill_args(tmp_path: Path, match: str) -> list[str]:
     return ["drill", "--match", match, "--chaos", str(tmp_path / "no-chaos"), "--drill-logs", str(tmp_path / "logs")]
 
 
+@pytest.mark.matrix  # 70 s; make test keeps the drills on containers and tests/containers/test_environment.py
 def test_the_full_gate_passes_on_the_containers_provider(tmp_path: Path) -> None:
     started = time.monotonic()
     result = run_opsgate(["gate"], timeout_s=300, env=opsgate_env(tmp_path, CONTAINERS))

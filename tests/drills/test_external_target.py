@@ -369,11 +369,14 @@ def test_a_stop_that_does_nothing_makes_the_drill_inconclusive(steady: StandIn, 
     assert list((tmp_path / "state").glob("*.jsonl")) == []
 
 
-# (barrier, signals sent while paused there): each must roll the worker back and end the run non-zero.
+# (barrier, signals sent while paused there): each must roll the worker back and end the run non-zero. The twice-in-
+# rollback case runs locally in make test (tests/drills/test_interrupts_local.py); here in make test-matrix.
 INTERRUPTS = [
     pytest.param("fault-applied", [signal.SIGINT], id="sigint-fault-applied"),
     pytest.param("fault-applied", [signal.SIGTERM], id="sigterm-fault-applied"),
-    pytest.param("in-rollback", [signal.SIGTERM, signal.SIGTERM], id="sigterm-twice-in-rollback"),
+    pytest.param(
+        "in-rollback", [signal.SIGTERM, signal.SIGTERM], id="sigterm-twice-in-rollback", marks=pytest.mark.matrix
+    ),
     pytest.param("before-fault", [signal.SIGTERM], id="sigterm-before-fault"),
 ]
 

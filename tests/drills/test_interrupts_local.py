@@ -35,11 +35,13 @@ def started(drill: PausedRun) -> tuple[dict[int, str], list[str]]:
     return pids, [entry["path"] for entry in drill.journal_entries("scratch")]
 
 
+# make test runs the fault-applied interrupts on the external target (tests/drills/test_external_target.py) and
+# leaves these two local ones (15 s each) to make test-matrix.
 @pytest.mark.parametrize(
     ("point", "signals"),
     [
-        pytest.param("fault-applied", [signal.SIGINT], id="sigint-fault-applied"),
-        pytest.param("fault-applied", [signal.SIGTERM], id="sigterm-fault-applied"),
+        pytest.param("fault-applied", [signal.SIGINT], id="sigint-fault-applied", marks=pytest.mark.matrix),
+        pytest.param("fault-applied", [signal.SIGTERM], id="sigterm-fault-applied", marks=pytest.mark.matrix),
         pytest.param("in-rollback", [signal.SIGTERM, signal.SIGTERM], id="sigterm-twice-in-rollback"),
     ],
 )
