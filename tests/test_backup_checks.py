@@ -1,7 +1,8 @@
 """The backup and migration gates and flow of targets/local.yaml: pass on the healthy platform, fail on their defect.
 
-Each case runs ``opsgate gate --match`` end to end on a reference platform of its own (migrations are applied
-at its first start, so a migration defect needs a fresh database), with the defect planted via OPSGATE_DEFECTS.
+The healthy case reads the session's healthy gate; each defect case runs ``opsgate gate --match`` end to end on a
+reference platform of its own (migrations are applied at its first start, so a migration defect needs a fresh
+database), with the defect planted via OPSGATE_DEFECTS.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers import run_opsgate
+from helpers import HealthyRun, run_opsgate
 from opsgate.config import LOCAL_TARGET
 
 MATCH = "migrations-applied or migrations-backed-up-first or force-backup-newer"
@@ -44,11 +45,11 @@ def test_the_gate_lists_every_shipped_migration() -> None:
     assert listed == shipped
 
 
-def test_backup_and_migration_checks_pass_on_the_healthy_platform(tmp_path: Path) -> None:
-    code, output, checks = gate(tmp_path, "")
-    assert set(checks) == IDS, output[-3000:]
+def test_backup_and_migration_checks_pass_on_the_healthy_platform(healthy_gate: HealthyRun) -> None:
+    """The session's healthy gate (the embedded default, a fresh platform) ran them: each passed."""
+    checks = {k: c for k, c in healthy_gate.checks.items() if k in IDS}
+    assert set(checks) == IDS, sorted(healthy_gate.checks)
     assert {c["verdict"] for c in checks.values()} == {"pass"}, checks
-    assert code == 0, output[-3000:]
 
 
 # A fresh stack per defect (15 s each): make test keeps one; all three are rows of make matrix too.

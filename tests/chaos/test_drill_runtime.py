@@ -7,6 +7,7 @@ like ``kubectl scale`` on staging: real shell commands, no platform needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,22 @@ async def _is(state: Path, wanted: str) -> Observation:
     if value == "never":
         raise DrillFailed("unreachable")
     return Observation(value == wanted, float(value) if value.isdigit() else None, f"replicas {value}")
+
+
+async def test_a_watch_whose_probe_swallows_the_cancellation_stops_when_the_drill_ends(tmp_path: Path) -> None:
+    """redis-py's asyncio client can swallow a cancellation mid-command (redis/redis-py#2028): the watch must still
+    stop when the drill ends, not sample on until the drill's timeout."""
+    probed = asyncio.Event()
+
+    async def swallowing_probe() -> float:
+        probed.set()
+        with contextlib.suppress(asyncio.CancelledError):  # as the library does: the cancellation is lost
+            await asyncio.sleep(0.05)
+        return 1.0
+
+    drill, finished = new_drill(tmp_path, timeout_s=2.0)  # an unstoppable watch: 200 samples in 10 s
+    async with drill.running():
+        drill.watch("swallowing", swallowing_probe, every_s=0.01)
+        await probed.wait()  # the drill ends while the probe is in flight: the cancel lands inside it
+    assert finished == [drill] and drill.verdict == "pass"
+    assert len(drill.series.get("swallowing", [])) <= 1, drill.series

@@ -61,6 +61,7 @@ def test_worker_to_zero_and_redis_outage_drills_pass_on_the_containers_provider(
     assert opsgate_containers(tmp_path) == []
 
 
+@pytest.mark.matrix  # 34 s; make test keeps the local SIGKILL recovery (tests/drills/test_interrupts_local.py)
 def test_recover_removes_the_containers_of_a_sigkilled_drill(tmp_path: Path) -> None:
     with paused_run(drill_args(tmp_path, "redis-outage"), tmp_path, "fault-applied", CONTAINERS) as drill:
         drill.wait_reached("fault-applied")

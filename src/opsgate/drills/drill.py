@@ -90,6 +90,10 @@ class Drill:
     finished_at: float = 0.0
     _abort_reason: str | None = field(default=None, init=False)
     _background: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+    # Set when the drill ends: its background loops stop at their next step even where a cancellation was lost
+    # (redis-py's asyncio client can swallow one mid-command, redis/redis-py#2028, #2551: seen here 63 times in 200
+    # cancels of a queue probe, each leaving a watch sampling until the drill's timeout, 60 s after a failing drill).
+    _stopping: bool = field(default=False, init=False)
 
     # --- the timeline ------------------------------------------------------------------------
 
@@ -165,6 +169,7 @@ class Drill:
         )  # fmt: skip
 
     async def _stop_background(self) -> None:
+        self._stopping = True
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -264,9 +269,12 @@ class Drill:
         async def loop() -> None:
             for _ in range(int(self.timeout_s / every_s) + 1):
                 try:
-                    self.sample(series, await probe())
+                    value, ok, note = await probe(), True, ""
                 except (ProbeError, FlowFailed) as exc:
-                    self.sample(series, None, False, str(exc))
+                    value, ok, note = None, False, str(exc)
+                if self._stopping:
+                    return
+                self.sample(series, value, ok, note)
                 await asyncio.sleep(every_s)
 
         self._background.append(asyncio.create_task(loop()))
@@ -283,6 +291,8 @@ class Drill:
                     seen = await check()
                 except (ProbeError, FlowFailed) as exc:
                     seen = Observation(False, None, str(exc))
+                if self._stopping:
+                    return
                 if not seen.ok:
                     self._abort_reason = f"{what}: {seen.note}"
                     self.event("abort condition failed", self._abort_reason)

@@ -350,9 +350,18 @@ class LocalEnvironment:
 
     def stop_platform(self) -> None:
         """Stop the worker(s) and the api (gracefully, then by force)."""
-        for name in [n for n in self.processes if n.startswith("worker-")] + ["api"]:
-            if name in self.processes:
-                self.processes.pop(name).stop()
+        self._stop_together([n for n in self.processes if n.startswith("worker-")] + ["api"])
+
+    def _stop_together(self, names: list[str]) -> None:
+        """Stop these processes at once: each local process gets its stop signal, then each is waited for (SIGKILL
+        after its timeout). One after the other cost 1.6 s per stack stop (bench/local_cold_start.py)."""
+        group = [name for name in names if name in self.processes]
+        for name in group:
+            if isinstance(process := self.processes[name], ManagedProcess):
+                process.request_stop()
+        for name in group:  # each forgotten only once stopped: an interrupted stop leaves the rest to stop()
+            self.processes[name].stop()
+            del self.processes[name]
 
     def restart_platform(self, *, defects: str | None = None, backup_interval_s: float | None = None) -> None:
         """Restart only the api and worker(s) on the same ports, e.g. with another defect set."""
@@ -369,12 +378,11 @@ class LocalEnvironment:
 
     def stop(self) -> None:
         """Stop every process this environment started, in reverse dependency order, and clean up."""
-        self.stop_platform()
-        for name in ("prometheus", "alertmanager", "receiver", "provider", "postgres-proxy", "redis", "postgres"):
-            if name in self.processes:
-                self.processes.pop(name).stop()
-        for leftover in list(self.processes):
-            self.processes.pop(leftover).stop()
+        self.stop_platform()  # first: a worker finishing its in-flight jobs still needs the datastores
+        self._stop_together(
+            ["prometheus", "alertmanager", "receiver", "provider", "postgres-proxy", "redis", "postgres"]
+        )
+        self._stop_together(list(self.processes))
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None

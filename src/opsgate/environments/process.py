@@ -78,9 +78,11 @@ class ManagedProcess:
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     start_ticks: int | None = None
     log_offset: int = 0
+    stop_requested: bool = False
 
     def start(self) -> None:
         """Spawn the process in its own session with stdout and stderr appended to ``log_path``."""
+        self.stop_requested = False
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
@@ -120,10 +122,20 @@ class ManagedProcess:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
         """Stop gracefully with ``stop_signal``; SIGKILL after ``timeout_s``. Returns the exit code."""
+        self.request_stop()
+        return self.wait_stopped(timeout_s)
+
+    def request_stop(self) -> None:
+        """Send ``stop_signal`` once per start, without waiting: stopping several processes together."""
+        if self.is_running() and not self.stop_requested:
+            self.signal(self.stop_signal)
+            self.stop_requested = True
+
+    def wait_stopped(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+        """Wait for the exit after :meth:`request_stop`; SIGKILL after ``timeout_s``. Returns the exit code."""
         if self.popen is None:
             return None
         if self.popen.poll() is None:
-            self.signal(self.stop_signal)
             try:
                 self.popen.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
