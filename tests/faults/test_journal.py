@@ -124,6 +124,7 @@ def test_signals_during_rollback_do_not_skip_steps(tmp_path: Path, signals: int)
     assert proc.returncode == -signal.SIGTERM  # the signal took effect only after the rollback
 
 
+@pytest.mark.matrix  # 25 s; make test keeps the drill's (tests/drills/test_interrupts_local.py): it undoes a fault too
 def test_recover_stops_every_process_of_a_sigkilled_gate(tmp_path: Path) -> None:
     env = {**os.environ, "OPSGATE_REPORTS_DIR": str(tmp_path / "reports"), "OPSGATE_STATE_DIR": str(tmp_path / "state")}
     gate = subprocess.Popen([sys.executable, "-m", "opsgate.cli", "gate"], stdout=subprocess.DEVNULL,

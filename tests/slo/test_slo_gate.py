@@ -52,6 +52,7 @@ def test_the_gate_short_stage_passes_every_row_with_exact_and_locust_figures(
     assert properties["kind"] == "slo" and properties["unit"] == "ms" and float(properties["threshold"]) == 500
 
 
+@pytest.mark.matrix  # 23 s on a stack of its own; a make matrix row, and make test keeps tests/slo/test_slo_faults.py's
 def test_the_slow_route_defect_fails_its_row_naming_endpoint_and_miss(tmp_path: Path) -> None:
     """The embedded platform started with slow-messages-route (1.5 s on POST messages): the gate fails."""
     code, checks, _ = run(["gate", "--only", "slo", "--match", "send-message or core-api"], tmp_path,
