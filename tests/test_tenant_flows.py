@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import defects_planted, local_target_as_external, run_opsgate
 from opsgate.environments.local import LocalEnvironment
@@ -54,11 +56,27 @@ def flows(platform: LocalEnvironment, target: Path, tmp_path: Path) -> dict[str,
     return checks
 
 
+def tenants_near_their_budget(platform: LocalEnvironment) -> set[str]:
+    """Tenants whose spend is at 90% of their daily budget or more (what BudgetApproaching90 fires on)."""
+    text = httpx.get(f"{platform.api_url}/metrics", timeout=10).text
+    values: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("tenant_budget_spent_cents", "tenant_budget_limit_cents"):
+                values.setdefault(sample.labels["tenant"], {})[sample.name] = sample.value
+    return {tenant for tenant, v in values.items()
+            if v.get("tenant_budget_limit_cents", 0) > 0
+            and v.get("tenant_budget_spent_cents", 0) / v["tenant_budget_limit_cents"] >= 0.9}  # fmt: skip
+
+
 def test_every_tenant_flow_passes_on_the_healthy_platform(
     platform: LocalEnvironment, external_target: Path, tmp_path: Path
 ) -> None:
+    before = tenants_near_their_budget(platform)
     checks = flows(platform, external_target, tmp_path)
     assert {c["verdict"] for c in checks.values()} == {"pass"}, {k: c["message"] for k, c in checks.items()}
+    # nothing left broken: the budget flow raises the budget it spent, so BudgetApproaching90 does not stay firing
+    assert tenants_near_their_budget(platform) <= before
 
 
 # Each flow and the line its failure must carry; the defects of one group do not touch each other's flows.
