@@ -79,7 +79,9 @@ def healthy_gate(tmp_path_factory: pytest.TempPathFactory) -> HealthyRun:
 
 def drill_run(folder: Path, match: str | None) -> HealthyRun:
     """``opsgate drill`` with the drills of chaos/ and the declared ones (``match``: a selection), healthy."""
-    args = ["drill", "--chaos", str(CHAOS), "--drill-logs", str(folder / "drills"), *(["--match", match] * bool(match))]
+    args = ["drill", "--chaos", str(CHAOS), "--drill-logs", str(folder / "drills")]
+    if match:
+        args += ["--match", match]
     env = {"OPSGATE_DEFECTS": "", "OPSGATE_STATE_DIR": str(folder / "state"),
            "OPSGATE_REPORTS_DIR": str(folder / "reports")}  # fmt: skip
     return HealthyRun(run_opsgate(args, timeout_s=1200, env=env), folder)

@@ -78,7 +78,7 @@ class ManagedProcess:
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     start_ticks: int | None = None
     log_offset: int = 0
-    stop_requested: bool = False
+    stop_requested: bool = field(default=False, init=False)
 
     def start(self) -> None:
         """Spawn the process in its own session with stdout and stderr appended to ``log_path``."""
