@@ -46,6 +46,8 @@ def test_gate_on_the_embedded_default_passes_and_leaves_nothing(healthy_gate: He
     assert (run_dir / "junit.xml").exists()
     processes = json.loads((run_dir / "logs" / "processes.json").read_text())
     assert processes == {}  # rewritten at stop: nothing running
+    logs = {log.stem for log in (run_dir / "logs").iterdir()}
+    assert {"prometheus", "alertmanager", "receiver"} <= logs  # its alert checks read them: they were started
     junit = ElementTree.parse(run_dir / "junit.xml")
     names = {case.get("name") for case in junit.iter("testcase")}
     assert {"test_health[api:/readyz]", "test_health[worker:/readyz]", "test_datastore[redis]"} <= names

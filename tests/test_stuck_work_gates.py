@@ -3,7 +3,8 @@
 Each scenario makes real work on the session's platform, waits past the gate's age (10m x time_scale = 12 s)
 and runs ``opsgate gate --match not-stuck`` on it. Healthy work, and a paused tenant's held sends, are not
 stuck; a worker that never saves a processed event's status, and held sends set aside on resume, are -- even
-with the outbox sweeper re-enqueueing overdue work all along.
+with the outbox sweeper re-enqueueing overdue work all along. The two healthy cases share one wait, and so do the
+two defects (planted together: each gate's count is exactly its own defect's rows).
 """
 
 from __future__ import annotations
@@ -92,44 +93,6 @@ async def post_webhooks(platform: LocalEnvironment, count: int) -> list[str]:
     return ids
 
 
-async def test_processed_billing_events_are_not_stuck(
-    platform: LocalEnvironment, external_target: Path, tmp_path: Path
-) -> None:
-    ids = await post_webhooks(platform, 5)
-    processed = "SELECT count(*) FROM billing_webhook_events WHERE event_id = ANY(%s) AND status = 'processed'"
-    await poll(lambda: scalar(platform, processed, (ids,)), lambda n: n == 5, what="5 webhooks processed")
-    await asyncio.sleep(PAST_THE_AGE_S)
-    checks = stuck_gates(platform, external_target, tmp_path)
-    assert checks["gate[billing-events-not-stuck]"]["verdict"] == "pass", checks
-    assert checks["gate[billing-events-not-stuck]"]["measured"] == 0
-    assert "bound stuck_after_s=12s" in checks["gate[billing-events-not-stuck]"]["samples"][0]["note"]
-
-
-async def test_events_left_pending_fail_the_gate_though_the_sweeper_retries_them(
-    platform: LocalEnvironment, external_target: Path, tmp_path: Path
-) -> None:
-    """webhook-status-not-saved: applied (audited) but left pending; the sweeper re-enqueues, nothing finishes."""
-    with defects_planted(platform, "webhook-status-not-saved"):
-        ids = await post_webhooks(platform, 5)
-        try:
-            audited = "SELECT count(DISTINCT entity_id) FROM audit_events WHERE entity_id = ANY(%s)"
-            await poll(lambda: scalar(platform, audited, (ids,)), lambda n: n == 5, what="5 webhooks applied")
-            await asyncio.sleep(PAST_THE_AGE_S)
-            pending = "SELECT count(*) FROM billing_webhook_events WHERE event_id = ANY(%s) AND status = 'pending'"
-            assert await scalar(platform, pending, (ids,)) == 5
-            # The sweeper did its part: the events were re-enqueued (and re-applied) after each deadline.
-            metrics = httpx.get(f"{platform.api_url}/metrics").text
-            assert metric_value(metrics, "outbox_requeued_total", {"kind": "billing_webhook"}) >= 5
-            checks = stuck_gates(platform, external_target, tmp_path)
-        finally:
-            async with await psycopg.AsyncConnection.connect(platform.database_url, autocommit=True) as conn:
-                await conn.execute("DELETE FROM billing_webhook_events WHERE event_id = ANY(%s)", (ids,))
-    failed = checks["gate[billing-events-not-stuck]"]
-    assert failed["verdict"] == "fail" and failed["measured"] >= 5, failed
-    assert "expected == 0 events" in failed["message"]
-    assert checks["gate[sends-not-stuck]"]["verdict"] == "pass", checks
-
-
 async def held_sends(platform: LocalEnvironment, api: httpx.AsyncClient, tenant: dict[str, Any],
                      admin_headers: dict[str, str]) -> list[str]:  # fmt: skip
     """Three sends accepted while no worker runs, the tenant paused, then the worker back: it holds them."""
@@ -147,7 +110,7 @@ async def held_sends(platform: LocalEnvironment, api: httpx.AsyncClient, tenant:
     return ids
 
 
-async def test_a_paused_tenants_held_sends_are_not_stuck_and_go_out_on_resume(
+async def test_processed_billing_events_and_a_paused_tenants_held_sends_are_not_stuck(
     platform: LocalEnvironment,
     api: httpx.AsyncClient,
     new_tenant: NewTenant,
@@ -155,19 +118,27 @@ async def test_a_paused_tenants_held_sends_are_not_stuck_and_go_out_on_resume(
     external_target: Path,
     tmp_path: Path,
 ) -> None:
+    """Both healthy cases share one wait past the age: held sends go out on resume, and were never stuck."""
+    ids = await post_webhooks(platform, 5)
+    processed = "SELECT count(*) FROM billing_webhook_events WHERE event_id = ANY(%s) AND status = 'processed'"
+    await poll(lambda: scalar(platform, processed, (ids,)), lambda n: n == 5, what="5 webhooks processed")
     tenant = await new_tenant()
-    ids = await held_sends(platform, api, tenant, admin_headers)
+    held = await held_sends(platform, api, tenant, admin_headers)
     await asyncio.sleep(PAST_THE_AGE_S)
     queued = "SELECT count(*) FROM messages WHERE id::text = ANY(%s) AND status = 'queued'"
-    assert await scalar(platform, queued, (ids,)) == 3  # "Queued jobs remain queued but will not process."
-    assert stuck_gates(platform, external_target, tmp_path)["gate[sends-not-stuck]"]["verdict"] == "pass"
+    assert await scalar(platform, queued, (held,)) == 3  # "Queued jobs remain queued but will not process."
+    checks = stuck_gates(platform, external_target, tmp_path)
+    assert checks["gate[billing-events-not-stuck]"]["verdict"] == "pass", checks
+    assert checks["gate[billing-events-not-stuck]"]["measured"] == 0
+    assert "bound stuck_after_s=12s" in checks["gate[billing-events-not-stuck]"]["samples"][0]["note"]
+    assert checks["gate[sends-not-stuck]"]["verdict"] == "pass", checks
     assert (await api.post(f"/tenants/{tenant['id']}/resume", headers=admin_headers)).status_code == 200
     delivered = "SELECT count(*) FROM messages WHERE id::text = ANY(%s) AND status = 'delivered'"
-    await poll(lambda: scalar(platform, delivered, (ids,)), lambda n: n == 3, what="held sends delivered on resume")
+    await poll(lambda: scalar(platform, delivered, (held,)), lambda n: n == 3, what="held sends delivered on resume")
     assert stuck_gates(platform, external_target, tmp_path)["gate[sends-not-stuck]"]["verdict"] == "pass"
 
 
-async def test_held_sends_set_aside_stay_queued_after_resume_and_fail_the_gate(
+async def test_events_left_pending_and_held_sends_set_aside_fail_their_gates_though_the_sweeper_runs(
     platform: LocalEnvironment,
     api: httpx.AsyncClient,
     new_tenant: NewTenant,
@@ -175,23 +146,37 @@ async def test_held_sends_set_aside_stay_queued_after_resume_and_fail_the_gate(
     external_target: Path,
     tmp_path: Path,
 ) -> None:
-    with defects_planted(platform, "held-sends-set-aside"):
+    """webhook-status-not-saved: events applied (audited) but left pending; the sweeper re-enqueues them and nothing
+    finishes. held-sends-set-aside: held sends parked where the sweeper cannot see them, left queued after resume.
+    Both planted, one wait past the age: each gate counts exactly its own defect's rows."""
+    with defects_planted(platform, "webhook-status-not-saved,held-sends-set-aside"):
+        ids = await post_webhooks(platform, 5)
         tenant = await new_tenant()
-        ids = await held_sends(platform, api, tenant, admin_headers)
+        held = await held_sends(platform, api, tenant, admin_headers)
         try:
+            audited = "SELECT count(DISTINCT entity_id) FROM audit_events WHERE entity_id = ANY(%s)"
+            await poll(lambda: scalar(platform, audited, (ids,)), lambda n: n == 5, what="5 webhooks applied")
             parked = "SELECT count(*) FROM messages WHERE id::text = ANY(%s) AND next_attempt_at = 'infinity'"
-            await poll(lambda: scalar(platform, parked, (ids,)), lambda n: n == 3, what="the worker to set them aside")
+            await poll(lambda: scalar(platform, parked, (held,)), lambda n: n == 3, what="the worker to set them aside")
             assert (await api.post(f"/tenants/{tenant['id']}/resume", headers=admin_headers)).status_code == 200
             await asyncio.sleep(PAST_THE_AGE_S)
+            pending = "SELECT count(*) FROM billing_webhook_events WHERE event_id = ANY(%s) AND status = 'pending'"
+            assert await scalar(platform, pending, (ids,)) == 5
             queued = "SELECT count(*) FROM messages WHERE id::text = ANY(%s) AND status = 'queued'"
-            assert await scalar(platform, queued, (ids,)) == 3  # the sweeper cannot see them
+            assert await scalar(platform, queued, (held,)) == 3  # the sweeper cannot see them
+            # The sweeper did its part: the events were re-enqueued (and re-applied) after each deadline.
+            metrics = httpx.get(f"{platform.api_url}/metrics").text
+            assert metric_value(metrics, "outbox_requeued_total", {"kind": "billing_webhook"}) >= 5
             checks = stuck_gates(platform, external_target, tmp_path)
         finally:
             async with await psycopg.AsyncConnection.connect(platform.database_url, autocommit=True) as conn:
-                await conn.execute("DELETE FROM messages WHERE id::text = ANY(%s)", (ids,))
-    failed = checks["gate[sends-not-stuck]"]
-    assert failed["verdict"] == "fail" and failed["measured"] == 3, failed
-    assert checks["gate[billing-events-not-stuck]"]["verdict"] == "pass", checks
+                await conn.execute("DELETE FROM billing_webhook_events WHERE event_id = ANY(%s)", (ids,))
+                await conn.execute("DELETE FROM messages WHERE id::text = ANY(%s)", (held,))
+    events = checks["gate[billing-events-not-stuck]"]
+    assert events["verdict"] == "fail" and events["measured"] == 5, events
+    assert "expected == 0 events" in events["message"]
+    sends = checks["gate[sends-not-stuck]"]
+    assert sends["verdict"] == "fail" and sends["measured"] == 3, sends
 
 
 def audit_gate(platform: LocalEnvironment, target: Path, tmp_path: Path) -> dict[str, Any]:

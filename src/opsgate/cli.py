@@ -21,7 +21,6 @@ import click
 
 from opsgate.config import LOCAL_TARGET, TargetError
 from opsgate.environments.binaries import MissingBinary
-from opsgate.environments.docker_engine import DockerEngineError
 from opsgate.environments.launch import Launcher
 from opsgate.environments.local import LocalEnvironmentError
 from opsgate.evidence.rundir import new_run_dir
@@ -107,7 +106,7 @@ def up(target_file: Path | None, defects: str | None) -> None:
     try:
         try:
             provisioned = launcher.start()
-        except (MissingBinary, WaitTimeout, LocalEnvironmentError, DockerEngineError, OSError) as exc:
+        except (MissingBinary, WaitTimeout, LocalEnvironmentError, OSError) as exc:
             fail(str(exc), EXIT_ERROR)
         environment = provisioned.environment
         assert environment is not None

@@ -67,6 +67,8 @@ class OpsgateSession:
         """The windowed gates this run judges (of its selected ``test_gate`` checks), judged together by
         ``gate_batch``; an instant gate is judged in its own turn, after the read-only checks."""
         self.gate_batch: GateBatch | None = None
+        self.alerting = True
+        """Whether a local environment starts its alerting stack: not when no selected check reads it."""
 
     @property
     def target_path(self) -> Path:
@@ -104,7 +106,7 @@ class OpsgateSession:
             self._previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
             self._previous_sigint = signal.signal(signal.SIGINT, _sigterm_as_interrupt)
             try:
-                self._provisioned = self.launcher.start()
+                self._provisioned = self.launcher.start(alerting=self.alerting)
             except Exception as exc:  # every check errors with this reason (a start can take a minute to fail)
                 self._provision_error = exc
                 raise
@@ -336,6 +338,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 GATES_MODULE = "opsgate.suite.test_gates"
+SUITE_PACKAGE = "opsgate.suite."
 STATE_CHANGING = ("destructive", "drill", "slo")
 """Markers of checks that change the target's state or load it: they run after every gate's window closed."""
 
@@ -349,17 +352,31 @@ def changes_state(item: pytest.Item) -> bool:
     return any(item.get_closest_marker(name) is not None for name in STATE_CHANGING)
 
 
-@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the gates that run
+def reads_alerting(item: pytest.Item, promql_gates: set[str]) -> bool:
+    """Whether a check of opsgate's suite reads the alerting stack (Prometheus, Alertmanager, the receiver): an
+    alert check, a drill (drills watch alerts) or a gate of ``promql_gates``."""
+    if any(item.get_closest_marker(name) is not None for name in ("alerts", "drill")):
+        return True
+    if _module_of(item) == GATES_MODULE and hasattr(item, "callspec"):
+        return item.callspec.params["gate_name"] in promql_gates
+    return "live_alerts" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the checks that run
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With gates to judge: the read-only checks first (while the gates' windows run), then the gates, then what
-    changes the target's state."""
+    """A run of only suite checks that do not read the alerting stack starts none. With gates to judge: the
+    read-only checks first (while the gates' windows run), then the gates, then what changes the target's state."""
+    opsgate_session = config.stash[SESSION_KEY]
+    if items and all(_module_of(item).startswith(SUITE_PACKAGE) for item in items):  # (a team's test may read it)
+        promql_gates = {gate.name for gate in opsgate_session.launcher.target.gates if gate.promql is not None}
+        opsgate_session.alerting = any(reads_alerting(item, promql_gates) for item in items)
     gates = [item for item in items if _module_of(item) == GATES_MODULE and hasattr(item, "callspec")]
     if not gates:
         return
-    target = config.stash[SESSION_KEY].launcher.target
+    target = opsgate_session.launcher.target
     windowed = {gate.name for gate in target.gates if gate.window is not None}
     names = [str(item.callspec.params["gate_name"]) for item in gates]
-    config.stash[SESSION_KEY].gate_names = [name for name in names if name in windowed]
+    opsgate_session.gate_names = [name for name in names if name in windowed]
     gate_ids = {id(item) for item in gates}
     read_only = [item for item in items if id(item) not in gate_ids and not changes_state(item)]
     writing = [item for item in items if id(item) not in gate_ids and changes_state(item)]

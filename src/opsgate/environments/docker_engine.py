@@ -19,6 +19,7 @@ import docker
 import docker.errors
 
 from opsgate.config import DEPS_IMAGE
+from opsgate.environments.local import LocalEnvironmentError
 from opsgate.environments.process import ManagedProcess
 from opsgate.waits import wait_until
 
@@ -28,8 +29,9 @@ IMAGE_BUILD_TIMEOUT_S = 900.0
 BUILD_SCRIPT = Path(__file__).with_name("deps_image") / "build.sh"
 
 
-class DockerEngineError(Exception):
-    """No Docker engine could be used, or an image is missing; the message says why and what to do."""
+class DockerEngineError(LocalEnvironmentError):
+    """No Docker engine could be used, or an image is missing (so the containers environment cannot start); the
+    message says why and what to do."""
 
 
 def engine_answers(timeout_s: float = 5.0) -> bool:

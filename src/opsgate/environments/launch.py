@@ -10,7 +10,6 @@ from pathlib import Path
 
 from opsgate.alerts.rulefiles import rule_paths
 from opsgate.config import Target, load_target
-from opsgate.environments.containers import ContainersEnvironment
 from opsgate.environments.local import LocalEnvironment
 from opsgate.faults.journal import Journal
 
@@ -39,6 +38,9 @@ class Launcher:
         if target.provider == "external":
             return load_target(self.target_path, os.environ)
         if target.provider == "containers":
+            # Imported here: testcontainers and docker would cost every other run's start-up about 0.3 s.
+            from opsgate.environments.containers import ContainersEnvironment
+
             # (:meth:`start` reloads the target with the addresses of the environment it starts.)
             images = target.containers
             environment = ContainersEnvironment(log_dir, defects=defects, postgres_image=images.postgres_image,
@@ -51,15 +53,18 @@ class Launcher:
         self.environment = environment
         return target
 
-    def start(self) -> Provisioned:
+    def start(self, *, alerting: bool = True) -> Provisioned:
         """Start the local environment (if any) and return the target with its final addresses.
 
-        Every process it starts is noted in a rollback journal first, so that if this run is killed
+        ``alerting=False``: without its alerting stack (the target then names no Prometheus, Alertmanager or
+        receiver). Every process it starts is noted in a rollback journal first, so that if this run is killed
         with SIGKILL, ``opsgate recover`` stops them.
         """
         self.journal = Journal.create()
         if self.environment is None:
             return Provisioned(self.target, None)
+        if not alerting:
+            self.environment.alert_rules = []
         self.environment.journal = self.journal
         self.environment.start()
         self.target = load_target(self.target_path, {**os.environ, **self.environment.environ()})

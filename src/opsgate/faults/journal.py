@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import docker
-import docker.errors
 import httpx
 import psycopg
 from pydantic import BaseModel, ConfigDict
@@ -165,6 +163,8 @@ def stop_process(pid: int, start_ticks: int | None) -> str:
 
 def remove_container(name: str, container_id: str) -> Restored:
     """Remove (force) a container a run created, by its id; gone already counts as done."""
+    import docker  # here, not at the top: docker's client costs every opsgate start-up about 0.1 s
+
     what = f"remove container {name} ({container_id[:12]})"
     try:
         client = docker.from_env()
