@@ -102,11 +102,15 @@ def test_each_defect_fails_the_flow_that_guards_it(
     platform: LocalEnvironment, external_target: Path, tmp_path: Path
 ) -> None:
     expected = {flow: line for caught in NON_INTERACTING.values() for flow, line in caught.items()}
+    before = tenants_near_their_budget(platform)
     with defects_planted(platform, ",".join(NON_INTERACTING)):
         checks = flows(platform, external_target, tmp_path)
     assert {name for name, c in checks.items() if c["verdict"] == "fail"} == set(expected), checks
     for name, line in expected.items():
         assert line in checks[name]["message"], (name, checks[name]["message"])
+    # the failed budget flow (its tenant spent past the budget) still ran its cleanup: no tenant left near it
+    assert "PUT /admin/tenants/" not in checks["flow[budget-enforced]"]["message"]  # (no cleanup problem named)
+    assert tenants_near_their_budget(platform) <= before
 
 
 def test_quiet_hours_in_server_time_fail_the_contact_time_zone_flow_whatever_the_hour(

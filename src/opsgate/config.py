@@ -644,6 +644,9 @@ class Flow(_Section):
     claim: _ClaimId | None = None
     diagnose: _Name | None = None
     """A diagnosis of ``diagnoses:`` run when the flow fails; its findings join the failure message."""
+    cleanup: list[FlowStep] = []
+    """Steps run after ``steps`` whether they passed or failed, to undo what the flow changed (a step naming a
+    variable never saved is skipped: there is nothing of it to undo); a failing cleanup step fails the flow."""
 
 
 class Traffic(_Section):

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from opsgate.config import Flow, FlowStep, Target
+from opsgate.probes.base import ProbeError
 from opsgate.probes.http import HttpObservation, contains_mismatch, json_field, request, subset_mismatch
 from opsgate.probes.sources import service_url
 from opsgate.reference.signing import sign
@@ -100,18 +101,55 @@ async def send_step(
 
 
 async def run_flow(client: httpx.AsyncClient, target: Target, flow: Flow) -> FlowRun:
-    """Run every step of ``flow`` in order; raises :class:`FlowFailed` (or ProbeError) at the first broken step."""
-    return await run_steps(client, target, flow.steps)
+    """Run every step of ``flow`` in order, then its ``cleanup`` steps whatever happened; raises
+    :class:`FlowFailed` (or ProbeError) at the first broken step, naming a broken cleanup step too."""
+    run = FlowRun(variables=fresh_variables())
+    try:
+        await run_steps(client, target, flow.steps, run)
+    except (FlowFailed, ProbeError) as exc:
+        problem = await clean_up(client, target, flow.cleanup, run)
+        if problem is not None:
+            raise FlowFailed(f"{exc}; then {problem}") from None
+        raise
+    duration_s = run.duration_s  # the flow's own steps, not its cleanup
+    problem = await clean_up(client, target, flow.cleanup, run)
+    if problem is not None:
+        raise FlowFailed(problem)
+    run.duration_s = duration_s
+    return run
+
+
+async def clean_up(client: httpx.AsyncClient, target: Target, steps: list[FlowStep], run: FlowRun) -> str | None:
+    """Run every cleanup step whose variables ``run`` saved (each, even after one broke); what broke, or None."""
+    problems = []
+    for number, step in enumerate(steps, start=1):
+        names = set(_VARIABLE.findall(json.dumps(step.model_dump(mode="json"))))
+        if names - run.variables.keys():
+            continue
+        try:
+            await run_steps(client, target, [step], run, first=number, kind="cleanup step")
+        except FlowFailed as exc:
+            problems.append(str(exc))
+        except ProbeError as exc:
+            problems.append(f"cleanup step {number}: {exc}")
+    return "; ".join(problems) or None
 
 
 async def run_steps(
-    client: httpx.AsyncClient, target: Target, steps: list[FlowStep], run: FlowRun | None = None
+    client: httpx.AsyncClient,
+    target: Target,
+    steps: list[FlowStep],
+    run: FlowRun | None = None,
+    *,
+    first: int = 1,
+    kind: str = "step",
 ) -> FlowRun:
-    """Run ``steps`` in order, sharing saved variables (with ``run``'s, when continuing a run)."""
+    """Run ``steps`` in order, sharing saved variables (with ``run``'s, when continuing a run); failures name
+    the step as ``{kind} {number}``, numbered from ``first``."""
     run = run or FlowRun(variables=fresh_variables())
     started = time.monotonic()
-    for index, step in enumerate(steps):
-        label = f"step {index + 1} ({step.method} {fill(step.path, run.variables)})"
+    for index, step in enumerate(steps, start=first):
+        label = f"{kind} {index} ({step.method} {fill(step.path, run.variables)})"
         problem: str | None = None
         if step.poll is None:
             observed = await send_step(client, target, step, run.variables)
