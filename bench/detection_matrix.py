@@ -29,6 +29,8 @@ What runs, to keep the full matrix near an hour on a 2-core machine:
 
 State is not reset between runs (the platform keeps its database): the healthy runs go first, and a defect that
 leaves stuck work behind can make a later run's stuck-work gates fail too; the pre-declared verdict is unaffected.
+A defect that acts only on a first start (``Defect.new_database``: the migration runner's) is planted on a new,
+empty database and Redis, and the platform restarts on a new one again when it is lifted.
 
 Usage: ``python bench/detection_matrix.py [--defects a,b] [--healthy-runs K] [--only-expected] [--out DIR]``.
 """
@@ -173,9 +175,12 @@ class Matrix:
         return work
 
     def plant(self, defects: str) -> None:
-        """Restart the shared platform's api and worker with ``defects`` (only when the set changes)."""
+        """Restart the shared platform's api and worker with ``defects`` (only when the set changes); on a new
+        database when a defect of the old or the new set acts only on one (``Defect.new_database``)."""
         if defects != self.defects:
-            self.platform.restart_platform(defects=defects)
+            names = {n for n in f"{defects},{self.defects}".split(",") if n}
+            new_database = any(CATALOGUE[n].new_database for n in names)
+            self.platform.restart_platform(defects=defects, new_database=new_database)
             self.defects = defects
 
     def gate(self, label: str, match: str | None) -> Run:

@@ -363,9 +363,17 @@ class LocalEnvironment:
             self.processes[name].stop()
             del self.processes[name]
 
-    def restart_platform(self, *, defects: str | None = None, backup_interval_s: float | None = None) -> None:
-        """Restart only the api and worker(s) on the same ports, e.g. with another defect set."""
+    def restart_platform(
+        self, *, defects: str | None = None, backup_interval_s: float | None = None, new_database: bool = False
+    ) -> None:
+        """Restart only the api and worker(s) on the same ports, e.g. with another defect set; ``new_database``:
+        on an empty database and Redis (the platform migrates and seeds it as on its first start)."""
         self.stop_platform()
+        if new_database:
+            self._drop_database()
+            self._create_database()
+            with redis.Redis.from_url(self.redis_url, socket_timeout=5) as client:
+                client.flushall()
         self.defects = defects
         if backup_interval_s is not None:
             self.backup_interval_s = backup_interval_s
@@ -650,6 +658,11 @@ class LocalEnvironment:
         with psycopg.connect(dsn, connect_timeout=1) as conn:
             conn.execute("SELECT 1")
         return True
+
+    def _drop_database(self) -> None:
+        dsn = self.database_url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
     def _create_database(self) -> None:
         dsn = self.database_url.rsplit("/", 1)[0] + "/postgres"

@@ -17,13 +17,15 @@ class Defect:
 
     ``check`` is the id, as it appears in summary.json (``flow[budget-enforced]``, ``drill[kill-switch]``, a Python
     drill's ``backup_restore``), of the one check pre-declared to catch it: bench/detection_matrix.py counts the
-    defect as detected only when that check fails.
+    defect as detected only when that check fails. ``new_database``: it acts only when the platform first starts
+    on an empty database (its migrations), so the matrix plants it, and leaves it, on a new one.
     """
 
     name: str
     breaks: str
     caught_by: str
     check: str = ""
+    new_database: bool = False
 
 
 CATALOGUE: dict[str, Defect] = {
@@ -237,12 +239,14 @@ CATALOGUE: dict[str, Defect] = {
             "the migration runner applies pending migrations without taking a backup first",
             "gate[migrations-backed-up-first] (migrations with no backup recorded before them)",
             check="gate[migrations-backed-up-first]",
+            new_database=True,
         ),
         Defect(
             "migration-skipped",
             "the migration runner skips the newest shipped migration file: it is never applied nor recorded",
             "gate[migrations-applied] (a shipped migration not in schema_migrations)",
             check="gate[migrations-applied]",
+            new_database=True,
         ),
         Defect(
             "outbox-sweeper-off",
@@ -295,8 +299,10 @@ CATALOGUE: dict[str, Defect] = {
             "held-sends-set-aside",
             "a send held by the kill switch is acked and parked instead of delayed: after resume it stays"
             " queued for good, out of the outbox sweeper's reach",
-            "gate[sends-not-stuck] (queued longer than the sweeper can explain, tenant sending)",
-            check="gate[sends-not-stuck]",
+            "the kill-switch admin-page drill (the queued jobs are not held in the delayed set, and stay undelivered"
+            " after Resume); on a system with such sends older than 10 min, gate[sends-not-stuck] (queued, tenant"
+            " sending: tests/test_stuck_work_gates.py). The matrix's gate runs make none, so the drill is declared",
+            check="kill_switch_admin_page",
         ),
         Defect(
             "stop-not-added-to-dnc",
