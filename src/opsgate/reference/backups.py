@@ -96,7 +96,8 @@ class BackupScheduler:
         async with self._lock:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
             final = self.folder / f"backup-{stamp}.dump"
-            partial = final.with_suffix(".partial")
+            # the api and the worker may both back up before migrating, in the same millisecond: own partial file
+            partial = final.with_suffix(f".{os.getpid()}.partial")
             args = [find_pg_dump(), f"-F{self.dump_format}", "-f", str(partial), "--dbname", self.database_url]
             for table in self.exclude_tables:
                 args += ["--exclude-table", table]
