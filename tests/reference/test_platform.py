@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import httpx
@@ -27,6 +28,38 @@ async def send(api: httpx.AsyncClient, tenant: dict[str, object], body: dict[str
 
 
 # --- health and metrics -------------------------------------------------------------------------
+
+
+def _ready_after(url: str, limit_s: float) -> float | None:
+    """Seconds until ``url`` answers 200 (polled every 0.1 s, at most ``limit_s``), or None."""
+    started = time.monotonic()
+    with httpx.Client(timeout=5.0) as client:
+        for _ in range(int(limit_s / 0.1) + 1):
+            if client.get(url).status_code == 200:
+                return time.monotonic() - started
+            if time.monotonic() - started > limit_s:
+                break
+            time.sleep(0.1)
+    return None
+
+
+def test_readiness_recovers_at_once_after_a_long_postgres_outage(platform: LocalEnvironment) -> None:
+    """8 s down, asked all along: the pools' background retries back off (1, 2, 4 s...) but give up after 1 s, and
+    the next request connects, so readiness is back within the postgres-outage drill's 1.2 s (1m scaled)."""
+    urls = [f"{platform.api_url}/readyz", *(f"{url}/readyz" for url in platform.worker_urls)]
+    platform.stop_service("postgres")
+    try:
+        deadline = time.monotonic() + 8.0
+        with httpx.Client(timeout=5.0) as client:
+            for _ in range(32):  # 8 s, at most 32 rounds 0.25 s apart (each answer may wait 1 s for the pool)
+                if time.monotonic() >= deadline:
+                    break
+                assert all(client.get(url).status_code == 503 for url in urls)
+                time.sleep(0.25)
+    finally:
+        platform.start_service("postgres")  # returns once it accepts connections
+    recovered = {url: _ready_after(url, 10.0) for url in urls}
+    assert all(s is not None and s <= 1.2 for s in recovered.values()), recovered
 
 
 async def test_health_liveness_and_readiness(api: httpx.AsyncClient) -> None:

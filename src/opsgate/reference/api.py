@@ -41,7 +41,7 @@ from opsgate.reference.auth import (
     session_user,
 )
 from opsgate.reference.backups import RETAIN, BackupScheduler, scheduler_for
-from opsgate.reference.database import Database, make_pool
+from opsgate.reference.database import Database, make_pool, open_pool
 from opsgate.reference.errors import ApiError, handle_api_error
 from opsgate.reference.metrics import PlatformMetrics, RequestMetricsMiddleware, timings_route
 from opsgate.reference.monitoring import MonitoringOutbox, pending_count
@@ -1205,7 +1205,7 @@ def create_app(settings: PlatformSettings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = make_pool(settings.database_url)
-        await pool.open(wait=True, timeout=30.0)
+        await open_pool(pool)
         database = Database(pool, metrics)
         backups = scheduler_for(settings, metrics)
         async with database.connection(timeout_s=10.0) as conn:

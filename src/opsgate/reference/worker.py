@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from opsgate.reference import db, entitlements, provider_client
 from opsgate.reference.backups import scheduler_for
-from opsgate.reference.database import Database, make_pool
+from opsgate.reference.database import Database, make_pool, open_pool
 from opsgate.reference.errors import ApiError
 from opsgate.reference.httpserver import embedded_server
 from opsgate.reference.metrics import PlatformMetrics, RequestMetricsMiddleware
@@ -79,7 +79,7 @@ class WorkerApp:
         """Open the pool, apply migrations, and start consuming."""
         s = self.settings
         self.pool = make_pool(s.database_url, max_size=8)
-        await self.pool.open(wait=True, timeout=30.0)
+        await open_pool(self.pool)
         self.db = Database(self.pool, self.metrics)
         # "ALWAYS backup before migrations!" (seed 003), whoever migrates; its gauge stays off the worker's
         # /metrics (the api owns backup_last_success_timestamp, and scrapes are summed).
