@@ -17,9 +17,9 @@ CONNECT_TIMEOUT_S = 2
 OPEN_TIMEOUT_S = 30.0
 RECONNECT_TIMEOUT_S = 1.0
 """Once open, how long the pool retries a lost connection in the background before it gives up; the next request
-that needs one then connects at once. psycopg_pool's retries back off (1 s, doubling, unscaled by time_scale), so with a long
-timeout a restarted PostgreSQL was noticed only at the next, ever later, retry: readiness recovered up to seconds
-late after the postgres-outage drill (1.2 s scaled deadline; seen in the detection matrix's healthy runs)."""
+that needs one then connects at once. psycopg_pool's retries back off (1 s, doubling, unscaled by time_scale), so
+with a long timeout a restarted PostgreSQL was noticed only at the next, ever later, retry: readiness recovered
+seconds late after the postgres-outage drill (1.2 s scaled deadline; seen in the detection matrix's healthy runs)."""
 
 
 def make_pool(database_url: str, max_size: int = POOL_MAX_SIZE) -> AsyncConnectionPool[Any]:
