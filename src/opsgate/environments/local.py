@@ -653,20 +653,22 @@ class LocalEnvironment:
 
     # --- readiness --------------------------------------------------------------------------
 
+    @property
+    def _server_dsn(self) -> str:
+        """The server's own ``postgres`` database (for server-level statements: CREATE/DROP DATABASE)."""
+        return self.database_url.rsplit("/", 1)[0] + "/postgres"
+
     def _postgres_ready(self) -> bool | None:
-        dsn = self.database_url.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(dsn, connect_timeout=1) as conn:
+        with psycopg.connect(self._server_dsn, connect_timeout=1) as conn:
             conn.execute("SELECT 1")
         return True
 
     def _drop_database(self) -> None:
-        dsn = self.database_url.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+        with psycopg.connect(self._server_dsn, connect_timeout=5, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
     def _create_database(self) -> None:
-        dsn = self.database_url.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+        with psycopg.connect(self._server_dsn, connect_timeout=5, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {DATABASE}")
 
     def _redis_ready(self) -> bool | None:
