@@ -27,10 +27,11 @@ What runs, to keep the full matrix near an hour on a 2-core machine:
 - ``--only-expected`` (for the quick test): per defect only its pre-declared check (``--match`` its id), and the
   healthy runs only the pre-declared checks of the selected defects.
 
-State is not reset between runs (the platform keeps its database): the healthy runs go first, and a defect that
-leaves stuck work behind can make a later run's stuck-work gates fail too; the pre-declared verdict is unaffected.
-A defect that acts only on a first start (``Defect.new_database``: the migration runner's) is planted on a new,
-empty database and Redis, and the platform restarts on a new one again when it is lifted.
+Every change of the defect set restarts the platform on a new, empty database and Redis (migrated and seeded as
+on a first start), so each defect row starts from the state the first healthy run started from: a defect that
+acts only on a first start (the migration runner's) is planted, and one that damages data (a billing event applied
+twice) leaves nothing for a later row's checks to report. The healthy runs go first and share one database, so
+their false-alarm count also covers the state that runs of the suite leave behind.
 
 Usage: ``python bench/detection_matrix.py [--defects a,b] [--healthy-runs K] [--only-expected] [--out DIR]``.
 """
@@ -175,12 +176,10 @@ class Matrix:
         return work
 
     def plant(self, defects: str) -> None:
-        """Restart the shared platform's api and worker with ``defects`` (only when the set changes); on a new
-        database when a defect of the old or the new set acts only on one (``Defect.new_database``)."""
+        """Restart the shared platform's api and worker with ``defects`` on a new database and Redis (only when
+        the set changes)."""
         if defects != self.defects:
-            names = {n for n in f"{defects},{self.defects}".split(",") if n}
-            new_database = any(CATALOGUE[n].new_database for n in names)
-            self.platform.restart_platform(defects=defects, new_database=new_database)
+            self.platform.restart_platform(defects=defects, new_database=True)
             self.defects = defects
 
     def gate(self, label: str, match: str | None) -> Run:

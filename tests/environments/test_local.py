@@ -1,4 +1,4 @@
-"""The local environment: start/stop by PID, port conflicts, missing binaries."""
+"""The local environment: start/stop by PID, port conflicts, missing binaries, restarts on a new database."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import redis
 
@@ -64,3 +65,33 @@ def test_a_missing_binary_names_what_to_install(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("OPSGATE_REDIS_SERVER", str(tmp_path / "redis-server"))
     with pytest.raises(MissingBinary, match="apt-get install redis-server"):
         LocalEnvironment(tmp_path / "logs").start()
+
+
+def test_a_restart_on_a_new_database_keeps_nothing_of_the_old_one(tmp_path: Path) -> None:
+    """What the detection matrix relies on between defect rows: a plain restart keeps the data, a restart on a
+    new database leaves none of it, and the platform comes back migrated and ready on the same ports."""
+    with LocalEnvironment(tmp_path / "logs", time_scale=0.02, defects="") as environment:
+        ports = environment.ports
+
+        def plant_marker() -> None:
+            with psycopg.connect(environment.database_url, autocommit=True) as conn:
+                conn.execute("create table matrix_marker (id int)")
+            with redis.Redis.from_url(environment.redis_url) as client:
+                client.set("matrix-marker", "1")
+
+        def marker_left() -> tuple[bool, bool]:
+            with psycopg.connect(environment.database_url, autocommit=True) as conn:
+                row = conn.execute("select to_regclass('matrix_marker') is not null").fetchone()
+            with redis.Redis.from_url(environment.redis_url) as client:
+                return bool(row and row[0]), bool(client.exists("matrix-marker"))
+
+        plant_marker()
+        environment.restart_platform(defects="")
+        assert marker_left() == (True, True)
+        environment.restart_platform(defects="", new_database=True)
+        assert marker_left() == (False, False)
+        assert environment.ports == ports
+        assert httpx.get(f"{environment.api_url}/readyz").json()["ready"] is True
+        with psycopg.connect(environment.database_url) as conn:
+            row = conn.execute("select count(*) from schema_migrations").fetchone()
+        assert row is not None and row[0] > 0

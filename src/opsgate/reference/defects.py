@@ -17,15 +17,13 @@ class Defect:
 
     ``check`` is the id, as it appears in summary.json (``flow[budget-enforced]``, ``drill[kill-switch]``, a Python
     drill's ``backup_restore``), of the one check pre-declared to catch it: bench/detection_matrix.py counts the
-    defect as detected only when that check fails. ``new_database``: it acts only when the platform first starts
-    on an empty database (its migrations), so the matrix plants it, and leaves it, on a new one.
+    defect as detected only when that check fails.
     """
 
     name: str
     breaks: str
     caught_by: str
     check: str = ""
-    new_database: bool = False
 
 
 CATALOGUE: dict[str, Defect] = {
@@ -239,14 +237,12 @@ CATALOGUE: dict[str, Defect] = {
             "the migration runner applies pending migrations without taking a backup first",
             "gate[migrations-backed-up-first] (migrations with no backup recorded before them)",
             check="gate[migrations-backed-up-first]",
-            new_database=True,
         ),
         Defect(
             "migration-skipped",
             "the migration runner skips the newest shipped migration file: it is never applied nor recorded",
             "gate[migrations-applied] (a shipped migration not in schema_migrations)",
             check="gate[migrations-applied]",
-            new_database=True,
         ),
         Defect(
             "outbox-sweeper-off",
